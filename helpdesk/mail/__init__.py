@@ -1,0 +1,1 @@
+"""The domain of email: parsing, routing, rendering, SMTP, IMAP. Imports no Flask."""
