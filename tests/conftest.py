@@ -29,3 +29,187 @@ def services(tmp_path_factory):
         yield env
     finally:
         subprocess.run(["bash", str(HERE / "services" / "stop.sh"), str(state)], check=False)
+
+
+# --- the app, on SQLite (default) or PostgreSQL (HELPDESK_TEST_DATABASE=postgresql) -------------
+
+import re  # noqa: E402
+import shutil  # noqa: E402
+import uuid  # noqa: E402
+
+from cryptography.fernet import Fernet  # noqa: E402
+
+from helpdesk import create_app  # noqa: E402
+from helpdesk.extensions import db  # noqa: E402
+
+DATABASE = os.environ.get("HELPDESK_TEST_DATABASE", "sqlite")
+# The PostgreSQL pass also keeps attachments in S3 and runs jobs through Redis-backed code paths where asked.
+STORE = os.environ.get("HELPDESK_TEST_STORE", "s3" if DATABASE == "postgresql" else "local")
+CREDENTIALS_KEY = Fernet.generate_key().decode()
+
+
+def _upgrade(uri: str) -> None:
+    from flask_migrate import upgrade
+
+    app = create_app({"SQLALCHEMY_DATABASE_URI": uri, "TESTING": True, "SECRET_KEY": "x",
+                      "CREDENTIALS_KEY": CREDENTIALS_KEY})
+    with app.app_context():
+        upgrade()
+        db.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def database_template(tmp_path_factory, request):
+    """Migrate once per session; each test then gets a fresh copy of the migrated database."""
+    if DATABASE == "postgresql":
+        env = request.getfixturevalue("services")
+        base = env["HELPDESK_TEST_POSTGRES_URL"]
+        from sqlalchemy import create_engine, text
+
+        admin = create_engine(base, isolation_level="AUTOCOMMIT")
+        name = f"hd_template_{uuid.uuid4().hex[:8]}"
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        _upgrade(base.rsplit("/", 1)[0] + "/" + name)
+        yield ("postgresql", base, name, admin)
+        admin.dispose()
+    else:
+        path = tmp_path_factory.mktemp("db") / "template.sqlite"
+        _upgrade(f"sqlite:///{path}")
+        yield ("sqlite", path)
+
+
+@pytest.fixture
+def database_uri(database_template, tmp_path):
+    """Return the URI of a fresh, migrated database for one test."""
+    if database_template[0] == "sqlite":
+        path = tmp_path / "helpdesk.sqlite"
+        shutil.copy(database_template[1], path)
+        yield f"sqlite:///{path}"
+        return
+    _, base, template, admin = database_template
+    from sqlalchemy import text
+
+    name = f"hd_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+    yield base.rsplit("/", 1)[0] + "/" + name
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def app_config(database_uri, tmp_path, request) -> dict:
+    """Return the config overrides of the test app; tests may add to it before `app` is built."""
+    config = {
+        "TESTING": True, "SECRET_KEY": "test-secret", "SQLALCHEMY_DATABASE_URI": database_uri,
+        "CREDENTIALS_KEY": CREDENTIALS_KEY, "ATTACHMENT_FOLDER": str(tmp_path / "attachments"),
+        "JOBS_INLINE": True, "REDIS_URL": None, "S3_ENDPOINT": None,
+        "PUBLIC_BASE_URL": "http://helpdesk.test", "COMPANY_NAME": "Example Support",
+        "RETRY_INTERVALS": [0, 0, 0],
+    }
+    if STORE == "s3":
+        env = request.getfixturevalue("services")
+        config.update(S3_ENDPOINT=env["HELPDESK_TEST_S3_ENDPOINT"], S3_ACCESS_KEY=env["HELPDESK_TEST_S3_ACCESS_KEY"],
+                      S3_SECRET_KEY=env["HELPDESK_TEST_S3_SECRET_KEY"], S3_SECURE=False,
+                      S3_BUCKET=f"hd-{uuid.uuid4().hex[:12]}")
+    return config
+
+
+@pytest.fixture
+def app(app_config):
+    """The helpdesk app on a fresh database."""
+    app = create_app(app_config)
+    with app.app_context():
+        yield app
+        db.session.remove()
+        db.engine.dispose()
+
+
+CSRF_META = re.compile(r'name="csrf-token" content="([^"]+)"')
+
+
+class Auth:
+    """Sign a test client in and out, and carry its CSRF token for form posts."""
+
+    def __init__(self, client):
+        self.client = client
+        self.token = ""
+
+    def refresh_token(self, url: str = "/login") -> str:
+        page = self.client.get(url)
+        match = CSRF_META.search(page.get_data(as_text=True))
+        assert match, f"no CSRF token on {url}"
+        self.token = match.group(1)
+        return self.token
+
+    def login(self, email: str, password: str = "correct horse battery"):
+        self.refresh_token("/login")
+        return self.client.post("/login", data={"email": email, "password": password, "csrf_token": self.token})
+
+    def post(self, url: str, data: dict | None = None, **kwargs):
+        """POST a form with the CSRF token, as the browser would."""
+        if not self.token:
+            self.refresh_token("/tickets")
+        return self.client.post(url, data={"csrf_token": self.token, **(data or {})}, **kwargs)
+
+
+@pytest.fixture
+def auth(client):
+    return Auth(client)
+
+
+@pytest.fixture
+def make_agent(app):
+    """Return a factory that adds an agent with the password 'correct horse battery'."""
+    from helpdesk.models import Agent
+
+    def make(email: str = "agent@example.test", role: str = "agent", name: str = "Alex Agent") -> Agent:
+        agent = Agent(email=email, name=name, role=role)
+        agent.set_password("correct horse battery")
+        db.session.add(agent)
+        db.session.commit()
+        return agent
+
+    return make
+
+
+@pytest.fixture
+def admin(make_agent):
+    return make_agent("admin@example.test", role="admin", name="Ada Admin")
+
+
+@pytest.fixture
+def admin_client(client, auth, admin):
+    """A client signed in as an admin; `client.auth` posts forms with CSRF."""
+    auth.login(admin.email)
+    auth.refresh_token("/tickets")
+    client.auth = auth
+    return client
+
+
+@pytest.fixture
+def agent_client(client, auth, make_agent):
+    """A client signed in as a plain agent."""
+    agent = make_agent("agent@example.test")
+    auth.login(agent.email)
+    auth.refresh_token("/tickets")
+    client.auth = auth
+    return client
+
+
+@pytest.fixture
+def make_ticket(app):
+    """Return a factory that opens a ticket for a contact (created when new)."""
+    from helpdesk.models import Contact
+    from helpdesk.services.tickets import open_ticket
+
+    def make(title: str = "Printer on fire", email: str = "jane@customer.test", description: str = "It smokes.",
+             notify: bool = False, **kwargs):
+        contact = db.session.scalar(db.select(Contact).filter_by(email=email)) or Contact(email=email, name="Jane Doe")
+        db.session.add(contact)
+        ticket = open_ticket(title=title, description=description, contact=contact, notify=notify, **kwargs)
+        db.session.commit()
+        return ticket
+
+    return make

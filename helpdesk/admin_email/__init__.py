@@ -1,0 +1,1 @@
+"""Admin → Settings → Email: Outbound (SMTP), Inbound (IMAP), Templates and the mail logs."""

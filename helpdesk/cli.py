@@ -1,0 +1,105 @@
+"""Command-line tools: `flask users`, `flask demo`, `flask tickets`, `flask email`."""
+from __future__ import annotations
+
+import json
+import secrets
+
+import click
+from flask import Flask
+from flask.cli import AppGroup
+
+from helpdesk.extensions import db
+from helpdesk.models import Agent, Ticket
+
+users = AppGroup("users", help="Manage agents.")
+tickets = AppGroup("tickets", help="Look at tickets.")
+demo = AppGroup("demo", help="Demo data for a first look.")
+email = AppGroup("email", help="Mail in and out.")
+
+
+@users.command("create-admin")
+@click.argument("email_address")
+@click.option("--password", help="Password to set; a random one is generated and printed when omitted.")
+@click.option("--name", default="Admin", show_default=True)
+def create_admin(email_address: str, password: str | None, name: str) -> None:
+    """Create an admin (or make an existing agent admin and reset the password)."""
+    password = password or secrets.token_urlsafe(12)
+    agent = db.session.scalar(db.select(Agent).filter_by(email=email_address.strip().lower()))
+    if agent is None:
+        agent = Agent(email=email_address, name=name)
+        db.session.add(agent)
+    agent.role, agent.active = "admin", True
+    agent.set_password(password)
+    db.session.commit()
+    click.echo(f"Admin {agent.email} ready. Password: {password}")
+
+
+@tickets.command("show")
+@click.argument("ticket_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def show_ticket(ticket_id: int, as_json: bool) -> None:
+    """Print a ticket with its comments and attachments (ID is the database id)."""
+    ticket = db.session.get(Ticket, ticket_id)
+    if ticket is None:
+        raise click.ClickException(f"No ticket with id {ticket_id}")
+    data = ticket_as_dict(ticket)
+    if as_json:
+        click.echo(json.dumps(data, ensure_ascii=False))
+        return
+    click.echo(f"#{data['number']} [{data['status']}] {data['title']}")
+    click.echo(f"Contact: {data['contact']}  Customer: {data['customer']}")
+    click.echo(data["description"])
+    for c in data["comments"]:
+        click.echo(f"--- {c['author']} ({'public' if c['public'] else 'internal'}, {c['source']})\n{c['body']}")
+
+
+def ticket_as_dict(ticket: Ticket) -> dict:
+    """Return the ticket as plain data, for `tickets show --json` and tests."""
+    return {
+        "id": ticket.id, "number": ticket.number, "title": ticket.title, "description": ticket.description,
+        "status": ticket.status, "priority": ticket.priority,
+        "contact": {"name": ticket.contact.name, "email": ticket.contact.email} if ticket.contact else None,
+        "customer": ticket.customer.name if ticket.customer else None,
+        "comments": [{"public": c.public, "author": c.author_name, "body": c.body_text, "source": c.source,
+                      "message_id": c.message_id} for c in ticket.comments],
+        "attachments": [{"filename": a.filename, "content_type": a.content_type, "size": a.size,
+                         "sha256": a.sha256, "inline": a.inline, "content_id": a.content_id}
+                        for a in ticket.attachments],
+    }
+
+
+@demo.command("seed")
+@click.option("--admin-email", default="admin@example.com", show_default=True)
+def seed_demo(admin_email: str) -> None:
+    """Fill an empty database with a demo admin and demo data; print the login."""
+    from helpdesk.services.demo import seed
+
+    login = seed(admin_email)
+    if login is None:
+        click.echo("The database already has agents: demo data not added.")
+    else:
+        click.echo(f"Demo admin: {login[0]}  password: {login[1]}")
+
+
+def register(app: Flask) -> None:
+    """Add the command groups to the app's CLI."""
+    for group in (users, tickets, demo, email, serve):
+        app.cli.add_command(group)
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, envvar="PORT")
+def serve(host: str, port: int) -> None:
+    """Serve the console; without REDIS_URL, run the background jobs in this process too."""
+    from flask import current_app
+
+    app = current_app._get_current_object()
+    if not app.config["REDIS_URL"]:
+        from jobs import runner
+
+        runner(app).start_recurring()
+        click.echo("Background jobs: in-process (no REDIS_URL).")
+    else:
+        click.echo("Background jobs: RQ on REDIS_URL — run `rq worker` and `rq cron jobs/cron.py`.")
+    app.run(host=host, port=port, debug=False, use_reloader=False, threaded=True)

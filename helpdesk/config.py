@@ -1,0 +1,65 @@
+"""Settings from the environment; the defaults run the whole helpdesk on one bare machine."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def _flag(value: str | None, default: bool = False) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def from_environment(instance_path: str) -> dict:
+    """Read every setting the helpdesk knows from environment variables."""
+    env = os.environ
+    instance = Path(instance_path)
+    return {
+        "SECRET_KEY": env.get("SECRET_KEY") or _instance_secret(instance, "secret_key"),
+        "SQLALCHEMY_DATABASE_URI": _database_url(env.get("DATABASE_URL"), instance),
+        "REDIS_URL": env.get("REDIS_URL") or None,
+        "S3_ENDPOINT": env.get("S3_ENDPOINT") or None,
+        "S3_ACCESS_KEY": env.get("S3_ACCESS_KEY", ""),
+        "S3_SECRET_KEY": env.get("S3_SECRET_KEY", ""),
+        "S3_BUCKET": env.get("S3_BUCKET", "helpdesk-attachments"),
+        "S3_SECURE": _flag(env.get("S3_SECURE"), default=True),
+        "ATTACHMENT_FOLDER": env.get("ATTACHMENT_FOLDER") or str(instance / "attachments"),
+        "CREDENTIALS_KEY": env.get("CREDENTIALS_KEY") or _instance_secret(instance, "credentials_key", fernet=True),
+        "PUBLIC_BASE_URL": (env.get("PUBLIC_BASE_URL") or "http://127.0.0.1:5000").rstrip("/"),
+        "COMPANY_NAME": env.get("COMPANY_NAME", "Helpdesk"),
+        "MAIL_MAX_SIZE": int(env.get("MAIL_MAX_SIZE", 25 * 1024 * 1024)),
+        "AUTO_MAILS_PER_HOUR": int(env.get("AUTO_MAILS_PER_HOUR", 10)),
+        "TLS_CA_FILE": env.get("TLS_CA_FILE") or None,
+        "JOBS_INLINE": _flag(env.get("JOBS_INLINE")),
+        # Seconds between send retries after a transient SMTP failure (RQ's Retry intervals).
+        "RETRY_INTERVALS": [int(x) for x in env.get("RETRY_INTERVALS", "10,30,60,300,900").split(",")],
+    }
+
+
+def _database_url(url: str | None, instance: Path) -> str:
+    if not url:
+        return f"sqlite:///{instance / 'helpdesk.sqlite'}"
+    # Heroku-style URLs name the driver "postgres"; SQLAlchemy wants a dialect+driver.
+    if url.startswith("postgres://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgres://")
+    elif url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return url
+
+
+def _instance_secret(instance: Path, name: str, fernet: bool = False) -> str:
+    """Keep a generated secret in the instance folder so a bare machine needs no setup."""
+    path = instance / name
+    if path.exists():
+        return path.read_text().strip()
+    instance.mkdir(parents=True, exist_ok=True)
+    if fernet:
+        from cryptography.fernet import Fernet
+
+        value = Fernet.generate_key().decode()
+    else:
+        value = os.urandom(32).hex()
+    path.write_text(value)
+    path.chmod(0o600)
+    return value

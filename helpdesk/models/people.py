@@ -1,0 +1,114 @@
+"""Agents who answer tickets, and the contacts and customers who write in."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from flask_login import UserMixin
+from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from helpdesk.extensions import db
+from helpdesk.models._time import utcnow
+
+ROLES = ("admin", "agent")
+
+
+class Agent(UserMixin, db.Model):
+    __tablename__ = "agents"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    password_hash: Mapped[str] = mapped_column(String(256), default="")
+    role: Mapped[str] = mapped_column(String(20), default="agent")
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @validates("email")
+    def _lower_email(self, key, value: str) -> str:
+        return value.strip().lower()
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    @property
+    def is_active(self) -> bool:  # Flask-Login refuses inactive agents
+        return self.active
+
+    def set_password(self, password: str) -> None:
+        self.password_hash = generate_password_hash(password)
+
+    def check_password(self, password: str) -> bool:
+        return bool(self.password_hash) and check_password_hash(self.password_hash, password)
+
+
+class Invitation(db.Model):
+    """An emailed invitation for a new agent; the link's signed token names this row."""
+
+    __tablename__ = "invitations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254))
+    role: Mapped[str] = mapped_column(String(20), default="agent")
+    invited_by_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    accepted_at: Mapped[datetime | None]
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"))
+
+    invited_by: Mapped[Agent | None] = relationship(foreign_keys=[invited_by_id])
+
+
+class Customer(db.Model):
+    __tablename__ = "customers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    notes: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    domains: Mapped[list[CustomerDomain]] = relationship(
+        back_populates="customer", cascade="all, delete-orphan", order_by="CustomerDomain.domain")
+    contacts: Mapped[list[Contact]] = relationship(back_populates="customer", order_by="Contact.name")
+
+
+class CustomerDomain(db.Model):
+    """A mail domain whose senders belong to a customer (never a free-mail domain)."""
+
+    __tablename__ = "customer_domains"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), index=True)
+    domain: Mapped[str] = mapped_column(String(253), unique=True)
+
+    customer: Mapped[Customer] = relationship(back_populates="domains")
+
+    @validates("domain")
+    def _lower_domain(self, key, value: str) -> str:
+        return value.strip().lower().lstrip("@")
+
+
+class Contact(db.Model):
+    """A person who writes to support; email is unique whatever its case."""
+
+    __tablename__ = "contacts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id", ondelete="SET NULL"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    customer: Mapped[Customer | None] = relationship(back_populates="contacts")
+
+    @validates("email")
+    def _lower_email(self, key, value: str) -> str:
+        # Stored lowercased: the unique index then is case-insensitive on every database.
+        return value.strip().lower()
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.email
+

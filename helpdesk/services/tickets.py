@@ -1,0 +1,111 @@
+"""Ticket use cases: open, reply, note, assign, change status, resolve; SLA due times."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from helpdesk import events
+from helpdesk.extensions import db
+from helpdesk.models import Agent, Comment, Contact, Customer, SlaPolicy, Ticket
+from helpdesk.models._time import utcnow
+from helpdesk.models.tickets import PRIORITIES, STATUSES
+
+
+class TicketError(ValueError):
+    """A ticket change that does not make sense (unknown status, empty reply, ...)."""
+
+
+def open_ticket(*, title: str, description: str = "", contact: Contact | None = None,
+                customer: Customer | None = None, priority: str = "normal", source: str = "web",
+                agent: Agent | None = None, description_html: str | None = None,
+                message_id: str | None = None, mailbox_id: int | None = None,
+                notify: bool = True) -> Ticket:
+    """Create a ticket, set its SLA due times and emit `ticket-created` (notify=False: no confirmation mail)."""
+    if priority not in PRIORITIES:
+        raise TicketError(f"Unknown priority {priority!r}")
+    ticket = Ticket(title=(title.strip() or "(no subject)")[:500], description=description,
+                    description_html=description_html, contact=contact,
+                    customer=customer or (contact.customer if contact else None), priority=priority,
+                    source=source, message_id=message_id, mailbox_id=mailbox_id, status="new",
+                    created_at=utcnow())
+    db.session.add(ticket)
+    apply_sla(ticket)
+    db.session.flush()
+    events.emit("ticket-created", ticket, agent=agent, notify=notify)
+    return ticket
+
+
+def apply_sla(ticket: Ticket) -> None:
+    """Set the first-response and resolution due times from the priority's SLA policy."""
+    policy = db.session.scalar(db.select(SlaPolicy).filter_by(priority=ticket.priority))
+    start = ticket.created_at or utcnow()
+    if policy is None:
+        ticket.first_response_due_at = ticket.resolution_due_at = None
+        return
+    if ticket.first_responded_at is None:
+        ticket.first_response_due_at = start + timedelta(minutes=policy.first_response_minutes)
+    ticket.resolution_due_at = start + timedelta(minutes=policy.resolution_minutes)
+
+
+def add_comment(ticket: Ticket, body: str, *, public: bool = True, agent: Agent | None = None,
+                contact: Contact | None = None, source: str = "web", body_html: str | None = None,
+                full_text: str | None = None, message_id: str | None = None) -> Comment:
+    """Add a reply or note to the thread; agents' public replies emit `public-reply-posted`."""
+    if not body.strip() and not body_html:
+        raise TicketError("The reply is empty.")
+    comment = Comment(ticket=ticket, body_text=body, body_html=body_html, full_text=full_text,
+                      public=public, author_agent=agent, author_contact=contact, source=source,
+                      message_id=message_id, created_at=utcnow())
+    db.session.add(comment)
+    ticket.updated_at = utcnow()
+    if agent is not None and public:
+        if ticket.first_responded_at is None:
+            ticket.first_responded_at = utcnow()
+        if ticket.status == "new":
+            ticket.status = "open"
+        db.session.flush()
+        events.emit("public-reply-posted", ticket, agent=agent, comment=comment)
+    elif contact is not None and ticket.status in ("resolved", "closed", "pending"):
+        reopened = ticket.status in ("resolved", "closed")
+        ticket.status = "open"
+        ticket.resolved_at = None
+        db.session.flush()
+        if reopened:
+            events.emit("ticket-reopened", ticket, detail="The contact replied")
+    else:
+        db.session.flush()
+    return comment
+
+
+def set_status(ticket: Ticket, status: str, agent: Agent | None = None) -> None:
+    """Move a ticket to another status; resolving emits `ticket-resolved`."""
+    if status not in STATUSES:
+        raise TicketError(f"Unknown status {status!r}")
+    if status == ticket.status:
+        return
+    previous, ticket.status = ticket.status, status
+    if status in ("resolved", "closed"):
+        ticket.resolved_at = ticket.resolved_at or utcnow()
+    else:
+        ticket.resolved_at = None
+    db.session.flush()
+    if status == "resolved":
+        events.emit("ticket-resolved", ticket, agent=agent)
+    else:
+        events.emit("status-changed", ticket, agent=agent, detail=f"{previous} → {status}")
+
+
+def assign(ticket: Ticket, assignee: Agent | None, agent: Agent | None = None) -> None:
+    """Give the ticket to an agent (or nobody)."""
+    ticket.assignee = assignee
+    db.session.flush()
+    events.emit("assigned", ticket, agent=agent, detail=assignee.name if assignee else "nobody")
+
+
+def set_priority(ticket: Ticket, priority: str, agent: Agent | None = None) -> None:
+    """Change the priority and recompute the SLA due times."""
+    if priority not in PRIORITIES:
+        raise TicketError(f"Unknown priority {priority!r}")
+    ticket.priority = priority
+    apply_sla(ticket)
+    db.session.flush()
+    events.emit("priority-changed", ticket, agent=agent, detail=priority)

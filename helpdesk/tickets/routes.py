@@ -1,0 +1,203 @@
+"""Agents' ticket screens: list, detail with thread and reply box, macros, attachment downloads."""
+from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+from wtforms.fields.choices import SelectChoice
+
+from helpdesk.extensions import db
+from helpdesk.mail.render import MACRO_VARIABLES, render_text
+from helpdesk.models import Agent, Attachment, Contact, Customer, Macro, Ticket
+from helpdesk.models.tickets import STATUSES
+from helpdesk.services import tickets as ticket_service
+from helpdesk.services.attachments import add_attachment, attachment_store
+from helpdesk.services.placeholders import ticket_values
+from helpdesk.tickets.forms import MacroForm, NewTicketForm, ReplyForm, TicketPropertiesForm
+from helpdesk.web import agent_required, render_htmx
+
+bp = Blueprint("tickets", __name__, template_folder="templates")
+
+
+@bp.route("/")
+@agent_required
+def home():
+    return redirect(url_for("tickets.index"))
+
+
+@bp.route("/tickets")
+@agent_required
+def index():
+    query = db.select(Ticket).order_by(Ticket.created_at.desc(), Ticket.id.desc())
+    filters = {k: request.args.get(k, "") for k in ("status", "customer", "assignee", "q")}
+    if filters["status"] == "open":
+        query = query.where(Ticket.status.in_(("new", "open", "pending")))
+    elif filters["status"] in STATUSES:
+        query = query.where(Ticket.status == filters["status"])
+    if filters["customer"].isdigit():
+        query = query.where(Ticket.customer_id == int(filters["customer"]))
+    if filters["assignee"] == "me":
+        query = query.where(Ticket.assignee_id == current_user.id)
+    elif filters["assignee"] == "none":
+        query = query.where(Ticket.assignee_id.is_(None))
+    elif filters["assignee"].isdigit():
+        query = query.where(Ticket.assignee_id == int(filters["assignee"]))
+    if filters["q"].strip():
+        query = query.where(Ticket.title.ilike(f"%{filters['q'].strip()}%"))
+    page = db.paginate(query, per_page=25, error_out=False)
+    return render_htmx("tickets/index.html", "tickets/_ticket_rows.html", page=page, filters=filters,
+                       customers=db.session.scalars(db.select(Customer).order_by(Customer.name)).all(),
+                       agents=_agents(), statuses=STATUSES)
+
+
+@bp.route("/tickets/new", methods=["GET", "POST"])
+@agent_required
+def new():
+    form = NewTicketForm()
+    if form.validate_on_submit():
+        email = form.contact_email.data.strip().lower()
+        contact = db.session.scalar(db.select(Contact).filter_by(email=email))
+        if contact is None:
+            contact = Contact(email=email, name=form.contact_name.data or "")
+            db.session.add(contact)
+        ticket = ticket_service.open_ticket(title=form.title.data, description=form.description.data,
+                                            contact=contact, priority=form.priority.data, agent=current_user)
+        db.session.commit()
+        flash(f"Ticket #{ticket.number} created.", "success")
+        return redirect(url_for("tickets.detail", ticket_id=ticket.id))
+    return render_template("tickets/new.html", form=form)
+
+
+@bp.route("/tickets/<int:ticket_id>")
+@agent_required
+def detail(ticket_id: int):
+    ticket = db.get_or_404(Ticket, ticket_id)
+    return _detail_page(ticket, ReplyForm())
+
+
+@bp.route("/tickets/<int:ticket_id>/comments", methods=["POST"])
+@agent_required
+def reply(ticket_id: int):
+    ticket = db.get_or_404(Ticket, ticket_id)
+    form = ReplyForm()
+    if not form.validate_on_submit():
+        return _detail_page(ticket, form), 422
+    comment = ticket_service.add_comment(ticket, form.body.data, public=form.visibility.data == "public",
+                                         agent=current_user)
+    for upload in form.files.data or []:
+        if upload and upload.filename:
+            add_attachment(ticket, upload.stream, filename=upload.filename,
+                           content_type=upload.mimetype or "application/octet-stream", comment=comment)
+    db.session.commit()
+    flash("Reply sent." if comment.public else "Internal note added.", "success")
+    return redirect(url_for("tickets.detail", ticket_id=ticket.id, _anchor=f"comment-{comment.id}"))
+
+
+@bp.route("/tickets/<int:ticket_id>/properties", methods=["POST"])
+@agent_required
+def properties(ticket_id: int):
+    ticket = db.get_or_404(Ticket, ticket_id)
+    form = _properties_form(ticket)
+    if form.validate_on_submit():
+        assignee = db.session.get(Agent, form.assignee_id.data) if form.assignee_id.data else None
+        if assignee != ticket.assignee:
+            ticket_service.assign(ticket, assignee, agent=current_user)
+        if form.priority.data != ticket.priority:
+            ticket_service.set_priority(ticket, form.priority.data, agent=current_user)
+        ticket_service.set_status(ticket, form.status.data, agent=current_user)
+        db.session.commit()
+        flash("Ticket updated.", "success")
+    else:
+        flash("The ticket was not changed: " + "; ".join(e for errs in form.errors.values() for e in errs), "error")
+    return redirect(url_for("tickets.detail", ticket_id=ticket.id))
+
+
+@bp.route("/tickets/<int:ticket_id>/resolve", methods=["POST"])
+@agent_required
+def resolve(ticket_id: int):
+    ticket = db.get_or_404(Ticket, ticket_id)
+    ticket_service.set_status(ticket, "resolved", agent=current_user)
+    db.session.commit()
+    flash(f"Ticket #{ticket.number} resolved.", "success")
+    return redirect(url_for("tickets.detail", ticket_id=ticket.id))
+
+
+@bp.route("/tickets/<int:ticket_id>/macro")
+@agent_required
+def apply_macro(ticket_id: int):
+    """Fill the reply box with a macro whose `$variables` are taken from the ticket."""
+    ticket = db.get_or_404(Ticket, ticket_id)
+    macro = db.get_or_404(Macro, request.args.get("macro_id", type=int) or 0)
+    form = ReplyForm()
+    rendered = render_text(macro.body, ticket_values(ticket, current_user), MACRO_VARIABLES)
+    form.body.data = rendered.text
+    return render_template("tickets/_reply_body.html", form=form, unknown=rendered.unknown)
+
+
+@bp.route("/attachments/<int:attachment_id>")
+@agent_required
+def download(attachment_id: int):
+    """Stream an attachment through the app (never a public bucket URL)."""
+    attachment = db.get_or_404(Attachment, attachment_id)
+    inline = attachment.inline and attachment.content_type.startswith("image/") and request.args.get("inline")
+    response = Response(attachment_store().open(attachment.storage_key), mimetype=attachment.content_type)
+    response.headers["Content-Length"] = str(attachment.size)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    # Stored mail parts may be HTML or SVG: never let them run as a page of ours.
+    response.headers["Content-Security-Policy"] = "sandbox; default-src 'none'; img-src 'self'"
+    disposition = "inline" if inline else "attachment"
+    response.headers.set("Content-Disposition", disposition, filename=attachment.filename)
+    return response
+
+
+@bp.route("/macros")
+@agent_required
+def macros():
+    items = db.session.scalars(db.select(Macro).order_by(Macro.name)).all()
+    return render_template("tickets/macros.html", macros=items)
+
+
+@bp.route("/macros/new", methods=["GET", "POST"])
+@bp.route("/macros/<int:macro_id>/edit", methods=["GET", "POST"])
+@agent_required
+def edit_macro(macro_id: int | None = None):
+    macro = db.get_or_404(Macro, macro_id) if macro_id else Macro()
+    form = MacroForm(obj=macro)
+    if form.validate_on_submit():
+        clash = db.session.scalar(db.select(Macro).filter(Macro.name == form.name.data, Macro.id != macro.id))
+        if clash is not None:
+            form.name.errors.append("Another macro has this name.")
+        else:
+            form.populate_obj(macro)
+            db.session.add(macro)
+            db.session.commit()
+            flash(f"Macro “{macro.name}” saved.", "success")
+            return redirect(url_for("tickets.macros"))
+    from helpdesk.mail.render import CATALOGUE, unknown_placeholders
+
+    unknown = unknown_placeholders(form.body.data or "", MACRO_VARIABLES)
+    return render_template("tickets/macro_form.html", form=form, macro=macro, unknown=unknown,
+                           variables=[(name, CATALOGUE[name]) for name in MACRO_VARIABLES])
+
+
+@bp.route("/macros/<int:macro_id>/delete", methods=["POST"])
+@agent_required
+def delete_macro(macro_id: int):
+    macro = db.get_or_404(Macro, macro_id)
+    db.session.delete(macro)
+    db.session.commit()
+    flash(f"Macro “{macro.name}” deleted.", "success")
+    return redirect(url_for("tickets.macros"))
+
+
+def _agents() -> list[Agent]:
+    return db.session.scalars(db.select(Agent).where(Agent.active.is_(True)).order_by(Agent.name)).all()
+
+
+def _properties_form(ticket: Ticket) -> TicketPropertiesForm:
+    form = TicketPropertiesForm(obj=ticket, assignee_id=ticket.assignee_id or 0)
+    form.assignee_id.choices = [SelectChoice(0, "— Nobody —")] + [SelectChoice(a.id, a.name) for a in _agents()]
+    return form
+
+
+def _detail_page(ticket: Ticket, reply_form: ReplyForm):
+    return render_template("tickets/detail.html", ticket=ticket, form=reply_form,
+                           properties=_properties_form(ticket),
+                           macros=db.session.scalars(db.select(Macro).order_by(Macro.name)).all())

@@ -1,0 +1,148 @@
+"""Background jobs: RQ when REDIS_URL is set, otherwise an in-process runner on the same functions."""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+from flask import Flask, current_app, has_app_context
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+log = logging.getLogger(__name__)
+QUEUE_NAME = "helpdesk"
+_PENDING = "helpdesk_pending_jobs"
+_worker_app: Flask | None = None
+
+
+def with_app_context(func: Callable) -> Callable:
+    """Run a job inside an app context, building the app once per worker process when needed."""
+
+    @functools.wraps(func)
+    def wrapped(*args, **kwargs):
+        if has_app_context():
+            return func(*args, **kwargs)
+        global _worker_app
+        if _worker_app is None:
+            from helpdesk import create_app
+
+            _worker_app = create_app()
+        with _worker_app.app_context():
+            return func(*args, **kwargs)
+
+    return wrapped
+
+
+def enqueue(func: Callable, *args, retry: bool = False) -> None:
+    """Queue func(*args) to start once the current database transaction commits."""
+    from helpdesk.extensions import db
+
+    db.session.info.setdefault(_PENDING, []).append((func, args, retry))
+
+
+@event.listens_for(Session, "after_commit")
+def _dispatch_pending(session: Session) -> None:
+    pending = session.info.pop(_PENDING, None)
+    if not pending or not has_app_context():
+        return
+    app = current_app._get_current_object()
+    for func, args, retry in pending:
+        dispatch(app, func, args, retry)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_pending(session: Session, previous_transaction) -> None:
+    session.info.pop(_PENDING, None)
+
+
+def dispatch(app: Flask, func: Callable, args: tuple, retry: bool = False) -> None:
+    """Hand a job to RQ, run it now (JOBS_INLINE, for tests) or give it to the in-process runner."""
+    if app.config.get("JOBS_INLINE"):
+        _run_inline(app, func, args)
+    elif app.config.get("REDIS_URL"):
+        from rq import Retry
+
+        policy = Retry(max=len(app.config["RETRY_INTERVALS"]), interval=app.config["RETRY_INTERVALS"]) if retry else None
+        rq_queue(app).enqueue(func, *args, retry=policy)
+    else:
+        runner(app).submit(func, args, retry)
+
+
+def _run_inline(app: Flask, func: Callable, args: tuple) -> None:
+    # A fresh app context gives the job its own database session, as a worker would have.
+    with app.app_context():
+        try:
+            func(*args)
+        except Exception:
+            log.exception("job %s%r failed; the recurring sweep will try again", func.__name__, args)
+
+
+def rq_queue(app: Flask):
+    """Return the RQ queue on the app's Redis."""
+    from redis import Redis
+    from rq import Queue
+
+    connection = app.extensions.get("redis")
+    if connection is None:
+        connection = app.extensions["redis"] = Redis.from_url(app.config["REDIS_URL"])
+    return Queue(QUEUE_NAME, connection=connection)
+
+
+class Runner:
+    """Runs jobs on a background thread, with retries and the recurring jobs, for a machine without Redis."""
+
+    def __init__(self, app: Flask):
+        self.app = app
+        self.jobs: queue.Queue = queue.Queue()
+        self.thread = threading.Thread(target=self._work, name="helpdesk-jobs", daemon=True)
+        self.thread.start()
+
+    def submit(self, func: Callable, args: tuple, retry: bool = False, attempt: int = 0) -> None:
+        """Queue a job for the background thread."""
+        self.jobs.put((func, args, retry, attempt))
+
+    def start_recurring(self) -> None:
+        """Start the thread that enqueues the recurring jobs (what `rq cron` does with Redis)."""
+        threading.Thread(target=self._schedule, name="helpdesk-cron", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            func, args, retry, attempt = self.jobs.get()
+            with self.app.app_context():
+                try:
+                    func(*args)
+                except Exception:
+                    intervals = self.app.config["RETRY_INTERVALS"]
+                    if retry and attempt < len(intervals):
+                        log.warning("job %s%r failed; retry %d in %ss", func.__name__, args, attempt + 1,
+                                    intervals[attempt])
+                        timer = threading.Timer(intervals[attempt], self.submit, (func, args, retry, attempt + 1))
+                        timer.daemon = True
+                        timer.start()
+                    else:
+                        log.exception("job %s%r failed", func.__name__, args)
+            self.jobs.task_done()
+
+    def _schedule(self) -> None:
+        from jobs.schedule import RECURRING
+
+        last_run: dict[str, float] = {}
+        while True:
+            now = time.monotonic()
+            for func, interval in RECURRING:
+                if now - last_run.get(func.__name__, -interval) >= interval:
+                    last_run[func.__name__] = now
+                    self.submit(func, ())
+            time.sleep(1)
+
+
+def runner(app: Flask) -> Runner:
+    """Return the app's in-process runner, starting it on first use."""
+    existing = app.extensions.get("job_runner")
+    if existing is None or existing[0] != os.getpid():
+        existing = app.extensions["job_runner"] = (os.getpid(), Runner(app))
+    return existing[1]

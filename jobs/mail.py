@@ -1,0 +1,44 @@
+"""Thin mail jobs: each takes ids, opens an app context and calls a service."""
+from __future__ import annotations
+
+from jobs import with_app_context
+
+
+@with_app_context
+def send_outbox(outbound_id: int) -> None:
+    """Send one outbox mail; raising makes RQ retry a transient failure."""
+    from helpdesk.services import outbox
+
+    outbox.send(outbound_id)
+
+
+@with_app_context
+def sweep_outbox() -> None:
+    """Queue sends for outbox mails left queued (a lost job, a crash) past their retry time."""
+    from helpdesk.services import outbox
+
+    outbox.sweep()
+
+
+@with_app_context
+def poll_mailbox(mailbox_id: int) -> None:
+    """Poll one mailbox now."""
+    from helpdesk.services import inbound
+
+    inbound.poll_mailbox(mailbox_id)
+
+
+@with_app_context
+def poll_due_mailboxes() -> None:
+    """Queue a poll for each enabled mailbox whose interval has passed."""
+    from helpdesk.services import inbound
+
+    inbound.queue_due_polls()
+
+
+@with_app_context
+def sla_sweep() -> None:
+    """Alert agents about SLA breaches not yet announced."""
+    from helpdesk.services import sla
+
+    sla.sweep()

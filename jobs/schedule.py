@@ -1,0 +1,8 @@
+"""The recurring jobs and their intervals, shared by `rq cron` and the in-process runner."""
+from jobs.mail import poll_due_mailboxes, sla_sweep, sweep_outbox
+
+RECURRING = [
+    (poll_due_mailboxes, 15),  # each mailbox is polled at its own interval; this finds the due ones
+    (sweep_outbox, 60),  # sends what a lost job or a crash left queued
+    (sla_sweep, 60),
+]
