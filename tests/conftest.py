@@ -213,3 +213,60 @@ def make_ticket(app):
         return ticket
 
     return make
+
+
+# --- browser tests: Debian Chromium driven by Playwright, against the app served on a free port ------
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    """Launch Debian's Chromium (Playwright's own download is not reachable here)."""
+    return {
+        **browser_type_launch_args,
+        "executable_path": shutil.which("chromium") or "/usr/bin/chromium",
+        "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"],
+    }
+
+
+@pytest.fixture
+def live_url(app):
+    """Serve the test app on a free loopback port in a thread; return its base URL."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join()
+
+
+ARTIFACTS = HERE.parent / "test-artifacts"
+
+
+@pytest.fixture
+def screenshot(page):
+    """Return a function that saves a full-page screenshot to test-artifacts/NAME.png."""
+
+    def take(name: str) -> Path:
+        ARTIFACTS.mkdir(exist_ok=True)
+        path = ARTIFACTS / f"{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+
+    return take
+
+
+@pytest.fixture
+def signed_in_page(page, live_url, admin):
+    """A browser page signed in as the admin."""
+    page.goto(live_url + "/login")
+    page.get_by_label("Email").fill(admin.email)
+    page.get_by_label("Password").fill("correct horse battery")
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(live_url + "/tickets")
+    return page

@@ -1,20 +1,12 @@
-"""The Admin → Settings → Email blueprint; each tab's routes live in their own module."""
-from flask import Blueprint, redirect, url_for
+"""Admin → Settings → Email: each tab's routes live in their own module, on one blueprint."""
+from flask import redirect, url_for
 
+from helpdesk.admin_email import inbound, outbound, templates_editor  # noqa: F401  (they add their routes)
+from helpdesk.admin_email.blueprint import bp
 from helpdesk.web import admin_required
-
-bp = Blueprint("admin_email", __name__, url_prefix="/admin/settings/email", template_folder="templates")
 
 
 @bp.route("/")
 @admin_required
 def index():
     return redirect(url_for("admin_email.outbound"))
-
-
-@bp.route("/outbound")
-@admin_required
-def outbound():
-    from flask import render_template
-
-    return render_template("admin_email/outbound.html")

@@ -1,0 +1,1 @@
+"""Admin → Settings → Email → Inbound (IMAP)."""
