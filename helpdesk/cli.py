@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from pathlib import Path
 
 import click
 from flask import Flask
@@ -72,11 +73,20 @@ def ticket_as_dict(ticket: Ticket) -> dict:
 @click.option("--admin-email", default="admin@example.com", show_default=True)
 def seed_demo(admin_email: str) -> None:
     """Fill an empty database with a demo admin and demo data; print the login."""
+    from flask import current_app
+
     from helpdesk.services.demo import seed
 
+    # The demo login is kept beside the database so every `make run` can print it again.
+    saved = Path(current_app.instance_path) / "demo-login.txt"
     login = seed(admin_email)
+    if login is not None:
+        saved.write_text(f"{login[0]} {login[1]}\n")
+        saved.chmod(0o600)
+    elif saved.exists():
+        login = tuple(saved.read_text().split())
     if login is None:
-        click.echo("The database already has agents: demo data not added.")
+        click.echo("The database already has agents: no demo data added.")
     else:
         click.echo(f"Demo admin: {login[0]}  password: {login[1]}")
 
@@ -102,4 +112,7 @@ def serve(host: str, port: int) -> None:
         click.echo("Background jobs: in-process (no REDIS_URL).")
     else:
         click.echo("Background jobs: RQ on REDIS_URL — run `rq worker` and `rq cron jobs/cron.py`.")
-    app.run(host=host, port=port, debug=False, use_reloader=False, threaded=True)
+    from werkzeug.serving import run_simple
+
+    click.echo(f"Console on http://{host}:{port}")
+    run_simple(host, port, app, use_reloader=False, threaded=True)

@@ -270,3 +270,14 @@ def signed_in_page(page, live_url, admin):
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(live_url + "/tickets")
     return page
+
+
+def pytest_collection_modifyitems(config, items):
+    """On the PostgreSQL pass, run only the tests that use a database; the rest ran on the SQLite pass."""
+    if DATABASE != "postgresql":
+        return
+    keep = [item for item in items if "database_uri" in getattr(item, "fixturenames", ())]
+    dropped = [item for item in items if item not in keep]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
