@@ -41,6 +41,8 @@ def enqueue(func: Callable, *args, retry: bool = False) -> None:
     """Queue func(*args) to start once the current database transaction commits."""
     from helpdesk.extensions import db
 
+    # Begin the transaction now, so a rollback (which only fires events for a begun one) drops the job.
+    db.session.connection()
     db.session.info.setdefault(_PENDING, []).append((func, args, retry))
 
 

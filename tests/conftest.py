@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -14,12 +17,15 @@ SERVICE_VARS = ("HELPDESK_TEST_REDIS_URL", "HELPDESK_TEST_S3_ENDPOINT", "HELPDES
 
 
 @pytest.fixture(scope="session")
-def services(tmp_path_factory):
+def services():
     """Return the real servers' addresses, starting them when `make test` has not."""
     if all(os.environ.get(v) for v in SERVICE_VARS):
         yield dict(os.environ)
         return
-    state = tmp_path_factory.mktemp("services")
+    import tempfile
+
+    # Not under pytest's tmp folder: that one is private to root, and Dovecot and PostgreSQL run as other users.
+    state = Path(tempfile.mkdtemp(prefix="helpdesk-services."))
     subprocess.run(["bash", str(HERE / "services" / "start.sh"), str(state), sys.executable], check=True)
     env = {}
     for line in (state / "env").read_text().splitlines():
@@ -29,13 +35,10 @@ def services(tmp_path_factory):
         yield env
     finally:
         subprocess.run(["bash", str(HERE / "services" / "stop.sh"), str(state)], check=False)
+        shutil.rmtree(state, ignore_errors=True)
 
 
 # --- the app, on SQLite (default) or PostgreSQL (HELPDESK_TEST_DATABASE=postgresql) -------------
-
-import re  # noqa: E402
-import shutil  # noqa: E402
-import uuid  # noqa: E402
 
 from cryptography.fernet import Fernet  # noqa: E402
 

@@ -4,7 +4,7 @@
 set -euo pipefail
 ST=$(realpath -m "$1"); PY=$(realpath -s "$2"); HERE=$(cd "$(dirname "$0")" && pwd)
 BIN=$(dirname "$PY")
-rm -rf "$ST"; mkdir -p "$ST"; : > "$ST/pids"
+rm -rf "$ST"; mkdir -p "$ST"; chmod 755 "$ST"; : > "$ST/pids"  # dovecot and postgres run as other users
 read -r P_IMAP P_IMAPS P_REDIS P_S3 P_MASTER P_VOLUME P_FILER P_PG P_OAUTH < <("$PY" "$HERE/freeports.py" 9 | tr "\n" " "; echo)
 
 # TLS certificate shared by Dovecot and the tests (they trust it as a CA file).
