@@ -1,11 +1,70 @@
-"""Admin → Settings → Email → Outbound (SMTP)."""
-from flask import render_template
+"""Admin → Settings → Email → Outbound (SMTP): the server settings and the Test SMTP button."""
+from __future__ import annotations
+
+import logging
+
+from flask import flash, redirect, render_template, url_for
+from flask_login import current_user
 
 from helpdesk.admin_email.blueprint import bp
-from helpdesk.web import admin_required
+from helpdesk.admin_email.forms_outbound import OutboundForm
+from helpdesk.extensions import db
+from helpdesk.mail.diagnosis import Diagnosis
+from helpdesk.mail.secrets import CredentialError
+from helpdesk.mail.smtp import PROVIDER_PRESETS, SECURITY_MODES, diagnose, suggested_port
+from helpdesk.models import SmtpConfig
+from helpdesk.services import smtp_config
+from helpdesk.web import admin_required, render_htmx
+
+log = logging.getLogger(__name__)
+
+PASSWORD_KEPT = "•••••• (stored — leave blank to keep)"
 
 
-@bp.route("/outbound")
+@bp.route("/outbound", methods=["GET", "POST"])
 @admin_required
 def outbound():
-    return render_template("admin_email/outbound.html")
+    config = smtp_config.get_config()
+    form = OutboundForm(obj=config, test_to=current_user.email)
+    if form.validate_on_submit():
+        smtp_config.save_config(form.data, current_user)
+        db.session.commit()
+        flash("Settings saved", "success")
+        return redirect(url_for("admin_email.outbound"))
+    return render_template("admin_email/outbound.html", **_page(form, config, result=None))
+
+
+@bp.route("/outbound/test", methods=["POST"])
+@admin_required
+def outbound_test():
+    """Send a real test mail with the values in the form (saved or not) and show what happened."""
+    config = smtp_config.get_config()
+    form = OutboundForm(obj=config)
+    result = _test(form, config) if form.validate() else Diagnosis(
+        ok=False, kind="form", summary="Fix the fields marked below before testing.")
+    return render_htmx("admin_email/outbound.html", "admin_email/_smtp_test_result.html",
+                       **_page(form, config, result=result))
+
+
+def _test(form: OutboundForm, config: SmtpConfig) -> Diagnosis:
+    try:
+        settings = smtp_config.settings_from_form(form, config)
+    except CredentialError as exc:
+        return Diagnosis(ok=False, kind="credentials", summary=str(exc))
+    to = form.test_to.data or current_user.email
+    # Runs inside the request: the admin waits at most about `timeout` seconds per step.
+    result = diagnose(settings, form.from_address.data, to)
+    log.info("Test SMTP by agent %s via %s:%s (%s) to %s: %s", current_user.id, settings.host,
+             settings.port, settings.security, to, result.kind)
+    return result
+
+
+def _page(form: OutboundForm, config: SmtpConfig, result: Diagnosis | None) -> dict:
+    has_password = bool(config.password_encrypted)
+    return dict(
+        form=form, config=config, result=result, has_password=has_password,
+        password_placeholder=PASSWORD_KEPT if has_password else "",
+        configured=smtp_config.is_configured(config), presets=PROVIDER_PRESETS,
+        ports={mode: suggested_port(mode) for mode in SECURITY_MODES},
+        typed_password=bool(form.password.data),
+    )

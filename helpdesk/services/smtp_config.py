@@ -1,0 +1,122 @@
+"""The outbound SMTP settings: the one stored row, its encrypted password, and SmtpSettings from it.
+
+The admin screen saves through `save_config`; everything that sends mail reads through
+`load_smtp_settings`, so the password is decrypted in exactly one place.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from flask import current_app
+
+from helpdesk.extensions import db
+from helpdesk.mail.secrets import CredentialBox
+from helpdesk.mail.smtp import SmtpSettings
+from helpdesk.models import Agent, SmtpConfig
+from helpdesk.models._time import utcnow
+
+log = logging.getLogger(__name__)
+
+
+class _Field(Protocol):
+    data: Any
+
+
+class SmtpForm(Protocol):
+    """What `settings_from_form` reads: the Outbound form's fields (WTForms fields with .data)."""
+
+    host: _Field
+    port: _Field
+    security: _Field
+    username: _Field
+    password: _Field
+    clear_password: _Field
+    verify_tls: _Field
+    timeout: _Field
+
+
+def _box() -> CredentialBox:
+    return CredentialBox(current_app.config["CREDENTIALS_KEY"])
+
+
+def _stored_config() -> SmtpConfig | None:
+    return db.session.scalar(db.select(SmtpConfig).order_by(SmtpConfig.id).limit(1))
+
+
+def get_config() -> SmtpConfig:
+    """Return the single SMTP settings row, adding an empty one when there is none yet."""
+    config = _stored_config()
+    if config is None:
+        # Flushed, not committed: the caller's transaction decides whether it is kept.
+        config = SmtpConfig(host="", port=587, security="starttls", username="", password_encrypted="",
+                            from_address="", from_name="", verify_tls=True, timeout=15)
+        db.session.add(config)
+        db.session.flush()
+    return config
+
+
+def is_configured(config: SmtpConfig) -> bool:
+    """Tell whether the settings are complete enough to send mail (a host and a From Address)."""
+    return bool(config.host and config.from_address)
+
+
+def load_smtp_settings() -> tuple[SmtpSettings, str, str] | None:
+    """Return (settings, From Address, From name) for sending, or None when SMTP is not configured.
+
+    Raises CredentialError when the stored password cannot be decrypted (CREDENTIALS_KEY changed).
+    """
+    config = _stored_config()
+    if config is None or not is_configured(config):
+        return None
+    settings = SmtpSettings(
+        host=config.host, port=config.port, security=config.security, username=config.username,
+        password=_box().open(config.password_encrypted), verify_tls=config.verify_tls,
+        timeout=float(config.timeout), ca_file=current_app.config.get("TLS_CA_FILE"),
+    )
+    return settings, config.from_address, config.from_name
+
+
+def save_config(form_data: Mapping[str, Any], agent: Agent | None) -> SmtpConfig:
+    """Store the submitted settings; a blank password keeps the stored one. The caller commits."""
+    config = get_config()
+    config.host = (form_data.get("host") or "").strip()
+    config.port = int(form_data["port"])
+    config.security = form_data.get("security") or "starttls"
+    config.username = (form_data.get("username") or "").strip()
+    config.from_address = (form_data.get("from_address") or "").strip()
+    config.from_name = (form_data.get("from_name") or "").strip()
+    # Callers other than the form may leave these out: the safe defaults apply, not False/0.
+    config.verify_tls = bool(form_data.get("verify_tls", True))
+    config.timeout = int(form_data.get("timeout") or 15)
+    password = form_data.get("password") or ""
+    if password:
+        config.password_encrypted = _box().seal(password)
+    elif form_data.get("clear_password"):
+        config.password_encrypted = ""
+    config.updated_at = utcnow()
+    config.updated_by_id = agent.id if agent is not None else None
+    db.session.flush()
+    # Never the password: only what an admin would need to trace a change.
+    log.info("SMTP settings saved by agent %s: %s:%s %s, user %r, verify TLS %s", config.updated_by_id,
+             config.host, config.port, config.security, config.username, config.verify_tls)
+    return config
+
+
+def settings_from_form(form: SmtpForm, stored: SmtpConfig) -> SmtpSettings:
+    """Return SmtpSettings from the values now in the form, saved or not; a blank password uses the stored one.
+
+    Raises CredentialError when the stored password is needed and cannot be decrypted.
+    """
+    if form.password.data:
+        password = form.password.data
+    elif form.clear_password.data:
+        password = ""
+    else:
+        password = _box().open(stored.password_encrypted)
+    return SmtpSettings(
+        host=(form.host.data or "").strip(), port=int(form.port.data), security=form.security.data,
+        username=(form.username.data or "").strip(), password=password, verify_tls=bool(form.verify_tls.data),
+        timeout=float(form.timeout.data), ca_file=current_app.config.get("TLS_CA_FILE"),
+    )
