@@ -35,3 +35,24 @@ def test_contacts_search_and_empty_state(agent_client):
     db.session.commit()
     body = agent_client.get("/contacts?q=ann").get_data(as_text=True)
     assert "Anna" in body and "Bert" not in body
+
+
+def test_sla_targets_saved_and_validated(admin_client):
+    from helpdesk.models import SlaPolicy
+
+    page = admin_client.get("/admin/sla").get_data(as_text=True)
+    assert "Urgent" in page and 'value="60"' in page
+    policies = {p.priority: p for p in db.session.scalars(db.select(SlaPolicy))}
+    order = ["urgent", "high", "normal", "low"]
+    data = {}
+    for i, priority in enumerate(order):
+        data[f"rows-{i}-priority"] = priority
+        data[f"rows-{i}-first_response_minutes"] = str(policies[priority].first_response_minutes)
+        data[f"rows-{i}-resolution_minutes"] = str(policies[priority].resolution_minutes)
+    data["rows-0-first_response_minutes"] = "30"
+    admin_client.auth.post("/admin/sla", data)
+    db.session.expire_all()
+    assert db.session.scalar(db.select(SlaPolicy).filter_by(priority="urgent")).first_response_minutes == 30
+    data["rows-1-resolution_minutes"] = "0"
+    bad = admin_client.auth.post("/admin/sla", data).get_data(as_text=True)
+    assert "Number must be between 1 and 525600." in bad
