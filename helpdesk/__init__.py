@@ -6,6 +6,7 @@ import logging
 from flask import Flask, render_template
 
 from helpdesk import config as config_module
+from helpdesk import notifications
 from helpdesk.extensions import csrf, db, htmx, login_manager, migrate
 
 
@@ -46,6 +47,7 @@ def create_app(config: dict | None = None) -> Flask:
         return db.session.get(Agent, int(agent_id))
 
     _register_blueprints(app)
+    notifications.connect()
     _register_errors(app)
     _register_cli(app)
     _register_template_helpers(app)

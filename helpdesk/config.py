@@ -30,6 +30,8 @@ def from_environment(instance_path: str) -> dict:
         "COMPANY_NAME": env.get("COMPANY_NAME", "Helpdesk"),
         "MAIL_MAX_SIZE": int(env.get("MAIL_MAX_SIZE", 25 * 1024 * 1024)),
         "AUTO_MAILS_PER_HOUR": int(env.get("AUTO_MAILS_PER_HOUR", 10)),
+        "INVITE_TTL_HOURS": int(env.get("INVITE_TTL_HOURS", 72)),
+        "OUTBOX_MAX_ATTEMPTS": int(env.get("OUTBOX_MAX_ATTEMPTS", 20)),
         "TLS_CA_FILE": env.get("TLS_CA_FILE") or None,
         "JOBS_INLINE": _flag(env.get("JOBS_INLINE")),
         # Seconds between send retries after a transient SMTP failure (RQ's Retry intervals).

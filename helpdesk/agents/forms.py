@@ -1,8 +1,8 @@
-"""Forms for managing agents and SLA targets."""
+"""Forms for managing agents, inviting them, and SLA targets."""
 from flask_wtf import FlaskForm
 from wtforms.fields.choices import SelectChoice
 from wtforms import EmailField, FieldList, FormField, IntegerField, PasswordField, SelectField, StringField
-from wtforms.validators import DataRequired, Length, NumberRange
+from wtforms.validators import DataRequired, EqualTo, Length, NumberRange
 
 from helpdesk.validators import MailAddress
 from helpdesk.models.people import ROLES
@@ -26,3 +26,19 @@ class SlaRowForm(FlaskForm):
 
 class SlaForm(FlaskForm):
     rows = FieldList(FormField(SlaRowForm))
+
+
+class InviteForm(FlaskForm):
+    """Invite someone by email; they choose their own name and password from the link."""
+
+    email = EmailField("Email", validators=[DataRequired(), Length(max=254), MailAddress()])
+    name = StringField("Name (optional, for the greeting)", validators=[Length(max=200)])
+    role = SelectField("Role", choices=[SelectChoice(r, r.title()) for r in ROLES], default="agent")
+
+
+class AcceptInviteForm(FlaskForm):
+    name = StringField("Your name", validators=[DataRequired(), Length(max=200)])
+    password = PasswordField("Password", validators=[
+        DataRequired(), Length(min=8, max=200, message="Use at least 8 characters (and at most 200).")])
+    confirm = PasswordField("Repeat the password",
+                            validators=[DataRequired(), EqualTo("password", "The two passwords differ.")])
