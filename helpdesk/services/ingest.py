@@ -1,0 +1,559 @@
+"""Turn one raw inbound mail into a ticket, a comment, an ignored or a quarantined mail — exactly once.
+
+The one pipeline behind IMAP polling and `flask email ingest`:
+parse -> route -> contact/customer -> ticket or comment + attachments -> outcome row -> commit.
+The outcome row (InboundMail) claims the mail's dedupe key first and is committed
+in the same transaction as the ticket or comment, so a crash before the commit
+leaves nothing behind and a rerun makes the ticket exactly once. Anything that
+goes wrong with one mail rolls its transaction back and records it as
+quarantined, raw bytes kept for Reprocess; nothing is raised to the caller.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from flask import current_app
+from sqlalchemy import func
+from sqlalchemy.exc import IntegrityError
+
+from helpdesk.extensions import db
+from helpdesk.mail import route
+from helpdesk.mail.freemail import is_free_mail
+from helpdesk.mail.html import sanitise
+from helpdesk.mail.parse import ParsedMail, parse
+from helpdesk.mail.trim import trim_reply
+from helpdesk.models import (Comment, Contact, Customer, CustomerDomain, InboundMail, Mailbox, OutboundMessage,
+                             SmtpConfig, Ticket)
+from helpdesk.models._time import utcnow
+from helpdesk.models.mail import INBOUND_OUTCOMES
+from helpdesk.services.attachments import add_attachment, attachment_store
+from helpdesk.services.tickets import add_comment, open_ticket
+from helpdesk.storage import LocalStore, StorageError
+
+log = logging.getLogger(__name__)
+
+# Column widths of the tables written here: PostgreSQL refuses longer strings.
+_ADDRESS_MAX, _NAME_MAX, _HEADER_MAX, _FILE_MAX = 254, 200, 998, 255
+SPOOL_PREFIX = "spool:"
+
+
+class ReprocessError(Exception):
+    """A quarantined mail cannot be reprocessed; the message says why in plain words."""
+
+
+@dataclass
+class IngestResult:
+    """What became of one mail."""
+
+    outcome: str  # created | appended | ignored | quarantined | duplicate
+    ticket_id: int | None = None
+    comment_id: int | None = None
+    message_id: str | None = None
+    reason: str = ""
+    # The outcome row; None only when not even the quarantine could be recorded (the database
+    # is unreachable): the caller must then leave the mail where it is and try again later.
+    inbound_id: int | None = None
+
+    def summary(self) -> dict:
+        """Return the fields `flask email ingest` prints for each mail."""
+        return {"message_id": self.message_id, "outcome": self.outcome, "ticket_id": self.ticket_id,
+                "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class _Origin:
+    channel: str
+    mailbox_id: int | None
+    uid: int | None
+    uidvalidity: int | None
+
+
+@dataclass(frozen=True)
+class _Settings:
+    token_key: bytes
+    max_size: int
+    create_contacts: bool
+    loop_limit: int
+    loop_window: int
+    spool_folder: str
+
+
+def ingest_mail(raw: bytes, *, channel: str = "cli", mailbox_id: int | None = None, uid: int | None = None,
+                uidvalidity: int | None = None) -> IngestResult:
+    """Make a ticket or comment from one raw mail (or ignore or quarantine it), record the outcome, commit.
+
+    Each mail is one transaction of its own: call this with no pending changes in the session.
+    The same mail on the same channel a second time changes nothing and returns "duplicate".
+    """
+    return _ingest(bytes(raw), _Origin(channel, mailbox_id, uid, uidvalidity))
+
+
+def reprocess(inbound_id: int) -> IngestResult:
+    """Run a quarantined mail through the pipeline again, replacing its quarantine record."""
+    inbound = db.session.get(InboundMail, inbound_id)
+    if inbound is None:
+        raise ReprocessError(f"There is no inbound mail #{inbound_id}.")
+    if inbound.outcome != "quarantined" or not inbound.raw_key:
+        raise ReprocessError(f"Inbound mail #{inbound_id} is {inbound.outcome}, not a quarantined mail with its "
+                             "raw bytes kept: there is nothing to reprocess.")
+    try:
+        raw = quarantined_raw(inbound)
+    except StorageError as exc:
+        raise ReprocessError(f"The raw bytes of inbound mail #{inbound_id} cannot be read: {exc}") from exc
+    old_key = inbound.raw_key
+    origin = _Origin(inbound.channel, inbound.mailbox_id, inbound.uid, inbound.uidvalidity)
+    # An admin asked for this mail: the loop guard that held it back must not hold it again.
+    result = _ingest(raw, origin, replacing=inbound, loop_check=False)
+    if result.inbound_id != inbound_id:
+        _forget_raw(old_key)
+    return result
+
+
+def quarantined_raw(inbound: InboundMail) -> bytes:
+    """Return the raw bytes kept for a quarantined mail; raise StorageError when they cannot be read."""
+    if not inbound.raw_key:
+        raise StorageError(f"Inbound mail #{inbound.id} has no raw bytes kept", kind="missing")
+    if inbound.raw_key.startswith(SPOOL_PREFIX):
+        return LocalStore(_settings().spool_folder).read(inbound.raw_key.removeprefix(SPOOL_PREFIX))
+    return attachment_store().read(inbound.raw_key)
+
+
+def dedupe_key(mail: ParsedMail, raw: bytes) -> str:
+    """Return what identifies this mail among the ones already received: its Message-ID, else its hash."""
+    if _usable_key(mail.message_id):
+        return mail.message_id
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+# ---------------------------------------------------------------------------
+# The transaction around one mail
+
+
+def _ingest(raw: bytes, origin: _Origin, *, replacing: InboundMail | None = None,
+            loop_check: bool = True) -> IngestResult:
+    started = time.perf_counter()
+    mail: ParsedMail | None = None
+    key = "sha256:" + hashlib.sha256(raw).hexdigest()
+    error: Exception | None = None
+    # A second try only for a unique-key clash that is not our dedupe key: a concurrent
+    # poller created the same new contact, which the second try then finds.
+    for _attempt in range(2):
+        stored: list[str] = []
+        try:
+            mail = parse(raw)
+            key = dedupe_key(mail, raw)
+            if replacing is None:
+                earlier = _recorded(origin.channel, key)
+                if earlier is not None:
+                    if earlier.outcome == "quarantined" and not earlier.raw_key:
+                        _keep_raw_late(earlier, raw)
+                    return _duplicate(earlier, mail)
+            else:
+                db.session.delete(replacing)
+                db.session.flush()
+            return _process(raw, mail, key, origin, started, stored, loop_check)
+        except IntegrityError as exc:
+            _undo(stored)
+            error = exc
+            earlier = _recorded_quietly(origin.channel, key)
+            if earlier is not None and (replacing is None or earlier.id != replacing.id):
+                return _duplicate(earlier, mail)
+        except Exception as exc:  # noqa: BLE001 - one bad mail is quarantined, never stops the mails after it
+            _undo(stored)
+            error = exc
+            break
+    assert error is not None
+    return _quarantine(raw, mail, key, origin, started, error, replacing)
+
+
+def _process(raw: bytes, mail: ParsedMail, key: str, origin: _Origin, started: float, stored: list[str],
+             loop_check: bool) -> IngestResult:
+    settings = _settings()
+    inbound = InboundMail(
+        channel=origin.channel, mailbox_id=origin.mailbox_id, uid=origin.uid, uidvalidity=origin.uidvalidity,
+        dedupe_key=key, message_id=_clip(mail.message_id, _HEADER_MAX), sender=_clip(mail.from_address,
+                                                                                     _ADDRESS_MAX) or "",
+        subject=_clip(mail.subject, _HEADER_MAX) or "", size=len(raw),
+        outcome="created",  # replaced below; nobody sees this row before the commit
+    )
+    db.session.add(inbound)
+    # Claim the dedupe key before any work: a concurrent poller with the same mail waits
+    # here (PostgreSQL) or fails at commit, and ends as "duplicate" either way.
+    db.session.flush()
+    decision = route.decide(mail, _context(mail, inbound, settings, loop_check))
+
+    ticket: Ticket | None = None
+    comment: Comment | None = None
+    reason = _text(decision.reason)
+    if decision.kind == "new_ticket":
+        ticket = _open(mail, decision, origin, settings, stored)
+        inbound.outcome = "created"
+    elif decision.kind == "comment":
+        ticket = db.session.get(Ticket, decision.ticket_id)
+        comment = _append(ticket, mail, decision, settings, stored)
+        inbound.outcome = "appended"
+    elif decision.kind == "ignore":
+        inbound.outcome = "ignored"
+    else:
+        inbound.outcome = "quarantined"
+        inbound.raw_key, note = _keep_raw(raw, settings, stored)
+        reason = f"{reason}{note}"
+    if decision.bounce_of:
+        _mark_bounced(decision.bounce_of, mail)
+    inbound.reason = reason
+    inbound.ticket_id = ticket.id if ticket else None
+    inbound.comment_id = comment.id if comment else None
+    inbound.processing_ms = _elapsed_ms(started)
+    result = IngestResult(inbound.outcome, ticket_id=inbound.ticket_id, comment_id=inbound.comment_id,
+                          message_id=mail.message_id, reason=reason, inbound_id=inbound.id)
+    db.session.commit()
+    if result.outcome == "quarantined":
+        log.warning("inbound mail %s quarantined: %s", mail.message_id or key, reason)
+    return result
+
+
+def _quarantine(raw: bytes, mail: ParsedMail | None, key: str, origin: _Origin, started: float,
+                error: Exception, replacing: InboundMail | None) -> IngestResult:
+    """Record a mail that failed as quarantined, in a transaction of its own, raw bytes kept."""
+    message_id = mail.message_id if mail else None
+    reason = _text(_diagnosis(error))
+    log.error("inbound mail %s quarantined: %s", message_id or key, reason, exc_info=error)
+    stored: list[str] = []
+    try:
+        settings = _settings()
+        if replacing is not None:
+            inbound = replacing  # reprocessing failed again: its raw bytes are still kept where they were
+            note = ""
+        else:
+            inbound = InboundMail(channel=origin.channel, mailbox_id=origin.mailbox_id, uid=origin.uid,
+                                  uidvalidity=origin.uidvalidity, dedupe_key=key)
+            db.session.add(inbound)
+            inbound.raw_key, note = _keep_raw(raw, settings, stored)
+        inbound.message_id = _clip(message_id, _HEADER_MAX)
+        inbound.sender = _clip(mail.from_address if mail else "", _ADDRESS_MAX) or ""
+        inbound.subject = _clip(mail.subject if mail else "", _HEADER_MAX) or ""
+        inbound.size = len(raw)
+        inbound.outcome = "quarantined"
+        inbound.reason = f"{reason}{note}"
+        inbound.ticket_id = inbound.comment_id = None
+        inbound.processing_ms = _elapsed_ms(started)
+        db.session.commit()
+        return IngestResult("quarantined", message_id=message_id, reason=inbound.reason, inbound_id=inbound.id)
+    except IntegrityError:
+        _undo(stored)
+        earlier = _recorded_quietly(origin.channel, key)
+        if earlier is not None and earlier is not replacing:  # a concurrent poller recorded the same mail
+            return _duplicate(earlier, mail)
+        log.exception("inbound mail %s: the quarantine could not be recorded", message_id or key)
+    except Exception:  # noqa: BLE001 - the caller must keep going; it leaves the mail in place to retry
+        _undo(stored)
+        log.exception("inbound mail %s: the quarantine could not be recorded", message_id or key)
+    return IngestResult("quarantined", message_id=message_id,
+                        reason=f"{reason}; the outcome could not be recorded either, so the mail must be kept "
+                               "where it is and tried again")
+
+
+def _duplicate(earlier: InboundMail, mail: ParsedMail | None) -> IngestResult:
+    return IngestResult("duplicate", ticket_id=earlier.ticket_id, comment_id=earlier.comment_id,
+                        message_id=mail.message_id if mail else earlier.message_id,
+                        reason=f"already received (inbound mail #{earlier.id}, {earlier.outcome})",
+                        inbound_id=earlier.id)
+
+
+def _recorded(channel: str, key: str) -> InboundMail | None:
+    return db.session.scalar(db.select(InboundMail).filter_by(channel=channel, dedupe_key=key))
+
+
+def _recorded_quietly(channel: str, key: str) -> InboundMail | None:
+    try:
+        return _recorded(channel, key)
+    except Exception:  # noqa: BLE001 - called while handling another failure; that one is reported
+        db.session.rollback()
+        log.exception("cannot look up inbound mail %s on %s", key, channel)
+        return None
+
+
+def _undo(stored_keys: list[str]) -> None:
+    """Roll the mail's transaction back and remove the attachments it had already stored."""
+    try:
+        db.session.rollback()
+    except Exception:  # noqa: BLE001 - a dead connection: the session starts afresh next time
+        log.exception("rollback failed")
+    for key in stored_keys:
+        _forget_raw(key)
+    stored_keys.clear()
+
+
+def _forget_raw(key: str | None) -> None:
+    if not key:
+        return
+    try:
+        if key.startswith(SPOOL_PREFIX):
+            LocalStore(_settings().spool_folder).delete(key.removeprefix(SPOOL_PREFIX))
+        else:
+            attachment_store().delete(key)
+    except StorageError:
+        # An orphaned object costs only space; the mail's outcome is what matters.
+        log.warning("could not remove stored object %s", key, exc_info=True)
+
+
+def _keep_raw(raw: bytes, settings: _Settings, stored: list[str]) -> tuple[str | None, str]:
+    """Store a quarantined mail's raw bytes; fall back to a local spool when the store is down."""
+    try:
+        key = attachment_store().put(raw, content_type="message/rfc822").key
+        stored.append(key)
+        return key, ""
+    except StorageError as exc:
+        store_error = exc
+    try:
+        key = SPOOL_PREFIX + LocalStore(settings.spool_folder).put(raw, content_type="message/rfc822").key
+        stored.append(key)
+        return key, f" (the raw mail is kept in the local spool {settings.spool_folder}: the attachment store " \
+                    f"failed: {store_error})"
+    except StorageError as exc:
+        return None, f" (the raw mail could not be kept: {store_error}; {exc})"
+
+
+def _keep_raw_late(inbound: InboundMail, raw: bytes) -> None:
+    """Keep the raw bytes of a mail quarantined when no store worked, now that it arrives again."""
+    stored: list[str] = []
+    try:
+        key, _note = _keep_raw(raw, _settings(), stored)
+        if key is not None:
+            inbound.raw_key = key
+            inbound.reason += " — the raw mail was kept when it arrived again"
+            db.session.commit()
+    except Exception:  # noqa: BLE001 - the duplicate answer stands; the next arrival tries again
+        _undo(stored)
+        log.exception("inbound mail %s: raw bytes still cannot be kept", inbound.message_id or inbound.dedupe_key)
+
+
+def _diagnosis(error: Exception) -> str:
+    if isinstance(error, StorageError):
+        return f"could not store the mail's files: {error}"
+    if isinstance(error, IntegrityError):
+        return f"the database refused the mail's records: {error.orig}"
+    return f"processing failed: {type(error).__name__}: {error}"
+
+
+def _elapsed_ms(started: float) -> int:
+    return int((time.perf_counter() - started) * 1000)
+
+
+# ---------------------------------------------------------------------------
+# What routing needs to know
+
+
+def _settings() -> _Settings:
+    cfg = current_app.config
+    spool = cfg.get("INBOUND_SPOOL_FOLDER") or str(Path(cfg["ATTACHMENT_FOLDER"]).parent / "inbound-spool")
+    return _Settings(
+        token_key=cfg["SECRET_KEY"].encode(),
+        max_size=int(cfg.get("MAIL_MAX_SIZE", 25 * 1024 * 1024)),
+        create_contacts=bool(cfg.get("INBOUND_CREATE_CONTACTS", True)),
+        loop_limit=int(cfg.get("INBOUND_LOOP_LIMIT", 20)),
+        loop_window=int(cfg.get("INBOUND_LOOP_WINDOW", 600)),
+        spool_folder=spool,
+    )
+
+
+def _context(mail: ParsedMail, inbound: InboundMail, settings: _Settings, loop_check: bool) -> route.RoutingContext:
+    token_ticket = _existing_ticket_id(route.reply_token_ticket_id(mail, settings.token_key))
+    tagged = None
+    number = route.tagged_ticket_number(mail)
+    if token_ticket is None and number is not None:
+        ticket_id = Ticket.id_from_number(number)
+        ticket = db.session.get(Ticket, ticket_id) if ticket_id >= 1 else None
+        if ticket is not None:
+            tagged = route.TaggedTicket(ticket.id, ticket.contact.email if ticket.contact else None, ticket.title)
+    bounced_ticket, outbox_ids = None, []
+    if mail.is_bounce and mail.bounced_message_ids:
+        wanted = [i for i in mail.bounced_message_ids[:50] if _usable_key(i)]
+        outbox_ids = list(db.session.scalars(db.select(OutboundMessage.message_id).where(
+            OutboundMessage.message_id.in_(wanted))))
+        bounced_ticket = _existing_ticket_id(route.bounced_ticket_id(mail, settings.token_key))
+    recent = 0
+    if loop_check and mail.from_address:
+        since = utcnow() - timedelta(seconds=settings.loop_window)
+        # Naming every outcome lets the (outcome, created_at) index bound the scan to the window.
+        recent = db.session.scalar(db.select(func.count(InboundMail.id)).where(
+            InboundMail.outcome.in_(INBOUND_OUTCOMES), InboundMail.created_at >= since,
+            InboundMail.sender == inbound.sender, InboundMail.id != inbound.id)) or 0
+    return route.RoutingContext(
+        own_addresses=_own_addresses(), ticket_id_by_token=token_ticket, ticket_by_subject_tag=tagged,
+        bounced_ticket_id=bounced_ticket, bounced_outbox_ids=outbox_ids, recent_count_from_sender=recent,
+        loop_limit=settings.loop_limit, loop_window_seconds=settings.loop_window,
+        max_size=settings.max_size)
+
+
+def _existing_ticket_id(ticket_id: int | None) -> int | None:
+    if ticket_id is None:
+        return None
+    return ticket_id if db.session.get(Ticket, ticket_id) is not None else None
+
+
+def _own_addresses() -> frozenset[str]:
+    smtp = db.session.scalars(db.select(SmtpConfig.from_address))
+    mailboxes = db.session.execute(db.select(Mailbox.reply_from_address, Mailbox.username)).all()
+    return route.own_addresses([*smtp, *(a for row in mailboxes for a in row)])
+
+
+# ---------------------------------------------------------------------------
+# Writing the ticket or comment
+
+
+def _contact_for(mail: ParsedMail, settings: _Settings) -> tuple[Contact | None, Customer | None]:
+    """Return the sender's contact (made when new) and customer, by address, then by customer domain."""
+    address = mail.from_address
+    if not address or "@" not in address or not _usable_key(address, _ADDRESS_MAX):
+        return None, None
+    contact = db.session.scalar(db.select(Contact).filter_by(email=address))
+    if contact is not None:
+        if not contact.name and mail.from_name:
+            contact.name = _clip(_text(mail.from_name), _NAME_MAX)
+        return contact, contact.customer
+    domain = address.rpartition("@")[2]
+    customer = None
+    if not is_free_mail(domain):  # anyone can have a gmail.com address: never a customer by domain
+        customer = db.session.scalar(db.select(Customer).join(CustomerDomain).where(CustomerDomain.domain == domain))
+    if customer is None and not settings.create_contacts:
+        return None, None
+    contact = Contact(email=address, name=_clip(_text(mail.from_name), _NAME_MAX) or "", customer=customer)
+    db.session.add(contact)
+    return contact, customer
+
+
+def _open(mail: ParsedMail, decision: route.Decision, origin: _Origin, settings: _Settings,
+          stored: list[str]) -> Ticket:
+    contact, customer = _contact_for(mail, settings)
+    ticket = open_ticket(
+        title=_text(mail.subject).strip() or "(no subject)", description=_text(mail.text), contact=contact,
+        customer=customer, source="email", message_id=_clip(mail.message_id, _HEADER_MAX),
+        mailbox_id=origin.mailbox_id, notify=not decision.automatic)
+    cid_urls = _store_attachments(ticket, None, mail, decision, settings, stored)
+    if mail.html is not None:
+        ticket.description_html = sanitise(_text(mail.html), cid_urls)
+    return ticket
+
+
+def _append(ticket: Ticket, mail: ParsedMail, decision: route.Decision, settings: _Settings,
+            stored: list[str]) -> Comment:
+    full_text = _text(mail.text)
+    message_id = _clip(mail.message_id, _HEADER_MAX)
+    trimmed = False
+    if decision.internal:
+        comment = add_comment(ticket, _bounce_note(mail, decision), public=False, source="email",
+                              full_text=full_text, message_id=message_id)
+    else:
+        contact, _customer = _contact_for(mail, settings)
+        visible, _elided = trim_reply(full_text)
+        # A reply that is all quote (or has only attachments) still needs a body to show.
+        if visible.strip():
+            body = visible
+            trimmed = visible.strip() != full_text.strip()
+        elif full_text.strip():
+            body = full_text
+        else:
+            body = "(no text; see the attachments)" if mail.attachments else "(empty mail)"
+        if decision.automatic:
+            # An out-of-office answer to our "resolved" mail must not reopen the ticket:
+            # add it without the contact (which reopens), then name its author.
+            comment = add_comment(ticket, body, public=True, source="email", full_text=full_text,
+                                  message_id=message_id)
+            comment.author_contact = contact
+        else:
+            comment = add_comment(ticket, body, public=True, contact=contact, source="email",
+                                  full_text=full_text, message_id=message_id)
+    cid_urls = _store_attachments(ticket, comment, mail, decision, settings, stored)
+    # The page shows the HTML instead of the text when there is some, and quoted history
+    # cannot be cut from HTML yet: a trimmed reply shows its trimmed text (the full
+    # original stays one click away), an untrimmed one keeps its formatting.
+    if mail.html is not None and not decision.internal and not trimmed:
+        comment.body_html = sanitise(_text(mail.html), cid_urls)
+    return comment
+
+
+def _store_attachments(ticket: Ticket, comment: Comment | None, mail: ParsedMail, decision: route.Decision,
+                       settings: _Settings, stored: list[str]) -> dict[str, str]:
+    """Store the mail's files on the ticket; return the URLs its cid: images are shown from."""
+    if not mail.attachments:
+        return {}
+    if decision.too_large:
+        _note_not_stored(ticket, mail, settings)
+        return {}
+    attachments = []
+    for part in mail.attachments:
+        filename = _text(part.filename)
+        if part.content_type == "message/rfc822" and not filename.lower().endswith(".eml"):
+            filename += ".eml"  # so a download opens in a mail program
+        attachment = add_attachment(
+            ticket, part.data, filename=filename, content_type=_clip(_text(part.content_type), _FILE_MAX),
+            comment=comment, size=part.size, content_id=_clip(_text(part.content_id or ""), _FILE_MAX) or None,
+            inline=part.inline)
+        stored.append(attachment.storage_key)
+        attachments.append(attachment)
+    db.session.flush()  # the ids make the URLs
+    return {a.content_id: f"/attachments/{a.id}?inline=1" for a in attachments if a.content_id}
+
+
+def _note_not_stored(ticket: Ticket, mail: ParsedMail, settings: _Settings) -> None:
+    lines = [f"This mail is {_size(mail.size)}, over the {_size(settings.max_size)} limit for incoming "
+             f"mail, so its {len(mail.attachments)} attachment(s) were not stored:"]
+    lines += [f"- {_text(a.filename)} ({a.content_type}, {_size(a.size)})" for a in mail.attachments]
+    lines.append("Ask the sender for them another way (a download link, or several smaller mails).")
+    add_comment(ticket, _text("\n".join(lines)), public=False, source="email")
+
+
+def _bounce_note(mail: ParsedMail, decision: route.Decision) -> str:
+    which = ", ".join(decision.bounce_of or mail.bounced_message_ids[:3]) or "one of our mails"
+    summary = f"Delivery failure ({mail.auto_reason or 'bounce'}): {which} could not be delivered."
+    details = "\n".join(_text(mail.text).strip().splitlines()[:30])
+    return _text(f"{summary}\nFrom: {mail.from_address or 'unknown'}\nSubject: {mail.subject}\n\n{details}".strip())
+
+
+def _mark_bounced(message_ids: tuple[str, ...], mail: ParsedMail) -> None:
+    for message in db.session.scalars(db.select(OutboundMessage).where(OutboundMessage.message_id.in_(message_ids))):
+        message.status = "bounced"
+        message.last_error = _text(f"Bounced: {mail.auto_reason or 'delivery failure'} (reported by "
+                                   f"{mail.from_address or 'the mail system'}, {mail.message_id or 'no Message-ID'})")
+
+
+# ---------------------------------------------------------------------------
+# Strings the database accepts
+
+
+def _text(value: str | None) -> str:
+    """Return `value` as text every database stores: no NUL characters, no lone surrogates."""
+    if not value:
+        return ""
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "replace").decode("utf-8")
+    return value
+
+
+def _usable_key(value: str | None, limit: int = _HEADER_MAX) -> bool:
+    """Tell whether a Message-ID or address can be looked up as it is (fits, no control characters)."""
+    return bool(value) and len(value) <= limit and value.isprintable() and _text(value) == value
+
+
+def _clip(value: str | None, limit: int) -> str | None:
+    if value is None:
+        return None
+    return _text(value)[:limit]
+
+
+def _size(size: int) -> str:
+    if size < 1024:
+        return f"{size} bytes"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.1f} KB"
+    return f"{size / (1024 * 1024):.1f} MB"
