@@ -91,6 +91,29 @@ def seed_demo(admin_email: str) -> None:
         click.echo(f"Demo admin: {login[0]}  password: {login[1]}")
 
 
+@email.command("ingest")
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False, allow_dash=True))
+def ingest_files(files: tuple[str, ...]) -> None:
+    """Turn raw mails (FILEs, or stdin when none or "-") into tickets and comments; print one JSON line per mail."""
+    from helpdesk.services.ingest import ingest_mail
+
+    unreadable = 0
+    for name in files or ("-",):
+        try:
+            with click.open_file(name, "rb") as stream:
+                raw = stream.read()
+        except OSError as exc:
+            unreadable += 1
+            click.echo(json.dumps({"file": name, "message_id": None, "outcome": "unreadable", "ticket_id": None,
+                                   "reason": f"cannot read the file: {exc.strerror or exc}"}, ensure_ascii=False))
+            continue
+        # Quarantined mails are recorded with their raw bytes: not a failure of this command.
+        result = ingest_mail(raw, channel="cli")
+        click.echo(json.dumps({"file": name, **result.summary()}, ensure_ascii=False))
+    if unreadable:
+        raise click.ClickException(f"{unreadable} file(s) could not be read; nothing was done with them")
+
+
 def register(app: Flask) -> None:
     """Add the command groups to the app's CLI."""
     for group in (users, tickets, demo, email, serve):
@@ -116,3 +139,32 @@ def serve(host: str, port: int) -> None:
 
     click.echo(f"Console on http://{host}:{port}")
     run_simple(host, port, app, use_reloader=False, threaded=True)
+
+
+@email.command("poll")
+@click.option("--mailbox", "mailbox_id", type=int, help="Poll only this mailbox (by id), even when it is disabled.")
+def poll_mailboxes(mailbox_id: int | None) -> None:
+    """Poll the enabled mailboxes once now; print one JSON line per mail processed."""
+    from helpdesk.models import Mailbox
+    from helpdesk.services.inbound import poll_mailbox
+
+    if mailbox_id is not None:
+        if db.session.get(Mailbox, mailbox_id) is None:
+            raise click.ClickException(f"No mailbox with id {mailbox_id}")
+        ids = [mailbox_id]
+    else:
+        ids = list(db.session.scalars(db.select(Mailbox.id).where(Mailbox.enabled.is_(True)).order_by(Mailbox.id)))
+    failed = 0
+    for each in ids:
+        def line(uid, result, each=each):
+            click.echo(json.dumps({"mailbox": each, "uid": uid, "file": None, "message_id": result.message_id,
+                                   "outcome": result.outcome, "ticket_id": result.ticket_id,
+                                   "reason": result.reason}, ensure_ascii=False))
+
+        report = poll_mailbox(each, on_result=line)
+        if not report.ok:
+            click.echo(f"mailbox {each}: {report.summary}", err=True)
+            if not report.skipped:  # "another poll is running" is not a failure
+                failed += 1
+    if failed:
+        raise click.ClickException(f"{failed} mailbox poll(s) failed")

@@ -1,1 +1,217 @@
-"""Admin → Settings → Email → Inbound (IMAP)."""
+"""Admin → Settings → Email → Inbound (IMAP) and the Inbound log."""
+from __future__ import annotations
+
+from flask import Response, abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+
+from helpdesk.admin_email.blueprint import bp
+from helpdesk.admin_email.forms_inbound import InboundForm
+from helpdesk.extensions import db
+from helpdesk.mail import imap
+from helpdesk.mail.diagnosis import Diagnosis
+from helpdesk.mail.secrets import CredentialError
+from helpdesk.models import InboundMail, Mailbox, Ticket
+from helpdesk.models._time import utcnow
+from helpdesk.models.mail import INBOUND_OUTCOMES
+from helpdesk.services import mailboxes
+from helpdesk.web import admin_required, render_htmx
+
+PAGE = "admin_email/inbound.html"
+
+
+@bp.route("/inbound")
+@admin_required
+def inbound():
+    mailbox = mailboxes.ensure_default_mailbox()
+    db.session.commit()
+    return render_template(PAGE, **_page(mailbox, _form(mailbox)))
+
+
+@bp.route("/inbound/new", methods=["GET", "POST"])
+@bp.route("/inbound/<int:mailbox_id>", methods=["GET", "POST"])
+@admin_required
+def inbound_edit(mailbox_id: int | None = None):
+    mailbox = _mailbox(mailbox_id)
+    form = _form(mailbox)
+    if request.method == "POST" and request.form.get("preset") in imap.PROVIDER_PRESETS:
+        _apply_preset(form, request.form["preset"])
+    elif form.validate_on_submit():
+        mailbox = mailboxes.save_mailbox(mailbox, form.values(), form.password.data or "", current_user)
+        db.session.commit()
+        flash(f"Mailbox “{mailbox.name}” saved.", "success")
+        return redirect(url_for("admin_email.inbound_edit", mailbox_id=mailbox.id))
+    return render_template(PAGE, **_page(mailbox, form))
+
+
+@bp.route("/inbound/<int:mailbox_id>/delete", methods=["POST"])
+@admin_required
+def inbound_delete(mailbox_id: int):
+    mailbox = _mailbox(mailbox_id)
+    mailboxes.delete_mailbox(mailbox)
+    db.session.commit()
+    flash(f"Mailbox “{mailbox.name}” deleted; its inbound log stays.", "success")
+    return redirect(url_for("admin_email.inbound"))
+
+
+@bp.route("/inbound/test", methods=["POST"], defaults={"mailbox_id": None})
+@bp.route("/inbound/<int:mailbox_id>/test", methods=["POST"])
+@admin_required
+def inbound_test(mailbox_id: int | None):
+    """Try the settings as typed (not yet saved) against the server."""
+    mailbox = _mailbox(mailbox_id)
+    form = _form(mailbox)
+    result = _connect(mailbox, form, lambda settings: imap.diagnose(settings, form.folder.data or "INBOX"))
+    return render_htmx(PAGE, "admin_email/_inbound_test_result.html", **_page(mailbox, form, test_result=result))
+
+
+@bp.route("/inbound/folders", methods=["POST"], defaults={"mailbox_id": None})
+@bp.route("/inbound/<int:mailbox_id>/folders", methods=["POST"])
+@admin_required
+def inbound_folders(mailbox_id: int | None):
+    """List the server's folders with the settings as typed."""
+    mailbox = _mailbox(mailbox_id)
+    form = _form(mailbox)
+    found: list[str] = []
+
+    def list_folders(settings: imap.ImapSettings) -> Diagnosis:
+        with imap.ImapSession(settings) as session:
+            found.extend(sorted(session.list_folders(), key=lambda f: (f != "INBOX", f.lower())))
+        return Diagnosis(ok=True, summary=f"{len(found)} folder{'s' if len(found) != 1 else ''} on the server.")
+
+    result = _connect(mailbox, form, list_folders)
+    context = _page(mailbox, form, folders=found, folders_result=result)
+    return render_htmx(PAGE, "admin_email/_inbound_folders.html", **context)
+
+
+@bp.route("/inbound/<int:mailbox_id>/status")
+@admin_required
+def inbound_status(mailbox_id: int):
+    return render_htmx(PAGE, "admin_email/_inbound_status.html", **_page(_mailbox(mailbox_id), None))
+
+
+@bp.route("/inbound/<int:mailbox_id>/poll", methods=["POST"])
+@admin_required
+def inbound_poll(mailbox_id: int):
+    from jobs import enqueue
+    from jobs.mail import poll_mailbox
+
+    mailbox = _mailbox(mailbox_id)
+    enqueue(poll_mailbox, mailbox.id)
+    db.session.commit()  # the job starts after the commit (inline in tests, else on a worker)
+    if request.headers.get("HX-Request") != "true":
+        flash("Poll started; the status below updates when it ends.", "success")
+        return redirect(url_for("admin_email.inbound_edit", mailbox_id=mailbox.id))
+    db.session.refresh(mailbox)
+    return render_template("admin_email/_inbound_status.html", mailbox=mailbox, poll_started=True, now=utcnow())
+
+
+@bp.route("/inbound/log")
+@admin_required
+def inbound_log():
+    filters = {k: request.args.get(k, "").strip() for k in ("outcome", "mailbox", "q")}
+    query = db.select(InboundMail).order_by(InboundMail.created_at.desc(), InboundMail.id.desc())
+    if filters["outcome"] in INBOUND_OUTCOMES:
+        query = query.where(InboundMail.outcome == filters["outcome"])
+    if filters["mailbox"].isdigit():
+        query = query.where(InboundMail.mailbox_id == int(filters["mailbox"]))
+    if filters["q"]:
+        like = f"%{filters['q']}%"
+        query = query.where(db.or_(InboundMail.sender.ilike(like), InboundMail.subject.ilike(like)))
+    page = db.paginate(query, per_page=50, error_out=False)
+    ticket_ids = {row.ticket_id for row in page.items if row.ticket_id}
+    numbers = {t.id: t.number for t in db.session.scalars(db.select(Ticket).where(Ticket.id.in_(ticket_ids)))}
+    return render_htmx("admin_email/inbound_log.html", "admin_email/_inbound_log_rows.html", page=page,
+                       filters=filters, numbers=numbers, outcomes=INBOUND_OUTCOMES,
+                       mailboxes=mailboxes.list_mailboxes())
+
+
+@bp.route("/inbound/log/<int:inbound_id>/reprocess", methods=["POST"])
+@admin_required
+def inbound_reprocess(inbound_id: int):
+    from helpdesk.services.ingest import ReprocessError, reprocess
+
+    db.get_or_404(InboundMail, inbound_id)
+    try:
+        result = reprocess(inbound_id)
+    except ReprocessError as exc:
+        flash(str(exc), "error")
+        return redirect(_back())
+    category = "error" if result.outcome == "quarantined" else "success"
+    flash(f"Reprocessed mail {inbound_id}: {result.outcome}" + (f" — {result.reason}" if result.reason else "."),
+          category)
+    return redirect(_back())
+
+
+@bp.route("/inbound/log/<int:inbound_id>/raw")
+@admin_required
+def inbound_raw(inbound_id: int):
+    from helpdesk.services.ingest import quarantined_raw
+    from helpdesk.storage import StorageError
+
+    row = db.get_or_404(InboundMail, inbound_id)
+    try:
+        raw = quarantined_raw(row)
+    except StorageError as exc:
+        abort(404, f"The raw mail is not available: {exc}")
+    return Response(raw, mimetype="message/rfc822",
+                    headers={"Content-Disposition": f'attachment; filename="inbound-{row.id}.eml"',
+                             "X-Content-Type-Options": "nosniff"})
+
+
+def _back() -> str:
+    """Return the log page the form came from (filters kept), never another site."""
+    target = request.form.get("next", "")
+    return target if target.startswith("/") and not target.startswith("//") else url_for("admin_email.inbound_log")
+
+
+def _mailbox(mailbox_id: int | None) -> Mailbox | None:
+    """Return the mailbox of the URL (None for a new one), or 404."""
+    return None if mailbox_id is None else db.get_or_404(Mailbox, mailbox_id)
+
+
+def _form(mailbox: Mailbox | None) -> InboundForm:
+    has_password = bool(mailbox and mailbox.password_encrypted)
+    return InboundForm(obj=mailboxes.mailbox_values(mailbox) if mailbox else None, has_password=has_password)
+
+
+def _page(mailbox: Mailbox | None, form: InboundForm | None, **extra) -> dict:
+    """Return what the page and its partials show; `extra` fills in a test or folder result."""
+    page = dict(mailbox=mailbox, form=form, mailboxes=mailboxes.list_mailboxes(), presets=imap.PROVIDER_PRESETS,
+                test_result=None, folders=None, folders_result=None, poll_started=False, now=utcnow())
+    page.update(extra)
+    return page
+
+
+def _apply_preset(form: InboundForm, key: str) -> None:
+    """Fill a provider's server settings into the form, without saving."""
+    preset = imap.PROVIDER_PRESETS[key]
+    form.host.data, form.port.data, form.security.data = preset["host"], preset["port"], preset["security"]
+    form.host.raw_data = form.port.raw_data = None
+    note = str(preset["note"]).rstrip(".")
+    flash(f"{preset['label']} settings filled in: {note}. Enter the username and password, then Save.", "info")
+
+
+def _connect(mailbox: Mailbox | None, form: InboundForm, attempt) -> Diagnosis:
+    """Run `attempt(settings)` with the form's values; the stored password stands in for a blank one."""
+    errors = form.connection_errors()
+    if errors:
+        return Diagnosis(ok=False, summary="Fix the settings first: " + " ".join(errors), kind="config")
+    values = form.values()
+    try:
+        password = mailboxes.password_for_test(mailbox, values, form.password.data or "")
+    except CredentialError as exc:
+        return Diagnosis(ok=False, summary=str(exc), kind="config")
+    if not password and mailbox is not None and mailbox.password_encrypted:
+        return Diagnosis(ok=False, kind="config", summary="The host or username changed: type the password "
+                         "again (the stored one is only sent to the server it was saved for).")
+    settings = mailboxes.settings_from_values(values, password)
+    try:
+        return attempt(settings)
+    except imap.ImapError as exc:
+        return Diagnosis(ok=False, summary=_hide(exc.diagnosis, password), detail=_hide(exc.server_reply, password),
+                         kind=exc.kind)
+
+
+def _hide(text: str, password: str) -> str:
+    # Servers sometimes echo what they were sent; the password never reaches the page.
+    return text.replace(password, "********") if password else text

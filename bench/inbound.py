@@ -1,0 +1,298 @@
+"""Inbound throughput: mailbox polling to committed tickets, against a bare fetch-and-parse loop.
+
+Run: `python bench/inbound.py [--profile FILE]` with the test services' environment loaded
+(`make bench` does both). One process, the test Dovecot (implicit TLS), a fresh uuid folder:
+
+  mix       ~500 mails: parsing-stalwart (107, every one), malformed-spamscope (23, some over
+            1 MB), sisimai bounces/auto-replies (150, every fourth file) and synthesized customer
+            mails (text, text+HTML, PDF attachments, inline images) to make up 500. All APPENDed
+            before any timing starts.
+  bare      connect, SELECT, SEARCH, FETCH BODY.PEEK[] in batches of 50 and parse() every mail,
+            storing nothing: the floor any poller pays.
+  pipeline  poll_mailbox() on a fresh app: each mail through ingest_mail (own transaction,
+            attachments in S3, outcome row), then marked \\Seen, checkpoint committed. SQLite
+            file database, or PostgreSQL with HELPDESK_TEST_DATABASE=postgresql. Jobs go to RQ
+            on a private Redis database (enqueued, not run) as with a production worker pool.
+  delay     APPEND one new mail, poll, time until its ticket row is committed; median of 10.
+            The delay a user sees adds the wait for the next poll (half the interval on average).
+
+Prints a JSON line and a markdown table. Target from issue 4: >= 550 mails/s and >= 50 % of bare.
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import make_msgid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from cryptography.fernet import Fernet  # noqa: E402
+
+from helpdesk.mail.imap import ImapSession, ImapSettings  # noqa: E402
+from helpdesk.mail.parse import parse  # noqa: E402
+
+TARGET = 500
+BATCH = 50
+DELAY_SAMPLES = 10
+USER, PASSWORD = "support@example.test", "supportpw"
+
+
+def env(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        sys.exit(f"{name} is not set: load the test services' environment (make bench does).")
+    return value
+
+
+def imap_settings() -> ImapSettings:
+    return ImapSettings(host="127.0.0.1", port=int(env("HELPDESK_TEST_IMAPS_PORT")), security="ssl", username=USER,
+                        password=PASSWORD, ca_file=env("HELPDESK_TEST_CA"), timeout=60.0)
+
+
+# --- the mix -------------------------------------------------------------------------------
+
+def corpus_mails(corpus: Path) -> list[tuple[str, bytes]]:
+    """Return (kind, raw) for the real mails of the mix."""
+    picked: list[tuple[str, bytes]] = []
+    for path in sorted((corpus / "parsing-stalwart" / "eml").rglob("*.eml")):
+        picked.append(("stalwart", path.read_bytes()))
+    for path in sorted((corpus / "malformed-spamscope").iterdir()):
+        if path.is_file() and not path.name.startswith("LICENSE"):
+            picked.append(("spamscope", path.read_bytes()))
+    bounces = sorted((corpus / "bounces-autoreplies-sisimai" / "bsd").glob("*.eml"))
+    picked += [("sisimai", p.read_bytes()) for p in bounces[::4][:150]]
+    return picked
+
+
+def customer_mail(n: int, tag: str) -> bytes:
+    """Return a synthesized customer mail; every fourth has a PDF, every sixth an inline image."""
+    msg = EmailMessage()
+    msg["From"] = f"Customer {n} <customer{n}.{tag}@client{n % 37}.example>"
+    msg["To"] = USER
+    msg["Subject"] = f"Order {10000 + n}: the delivery arrived damaged ({tag})"
+    msg["Message-ID"] = make_msgid(f"b{n}.{tag}", domain="client.example")
+    text = (f"Hello,\n\nour order {10000 + n} arrived today, but two of the boxes were crushed and the "
+            "contents are broken. Could you send replacements? Photos attached.\n\n"
+            "Best regards,\nCustomer\n\n-- \nClient Ltd, 1 Main Street\n") + ("> earlier quoted text\n" * (n % 20))
+    msg.set_content(text)
+    if n % 2:
+        msg.add_alternative(f"<p>Hello,</p><p>our order <b>{10000 + n}</b> arrived today, but two boxes were "
+                            "crushed.</p><p>Best regards,<br>Customer</p>", subtype="html")
+    if n % 4 == 0:
+        msg.add_attachment(os.urandom(20_000 + 1000 * (n % 100)), maintype="application", subtype="pdf",
+                           filename=f"damage-report-{n}.pdf")
+    if n % 6 == 0:
+        msg.add_attachment(os.urandom(30_000), maintype="image", subtype="jpeg", filename=f"photo-{n}.jpg",
+                           disposition="inline", cid=f"<photo{n}.{tag}@client.example>")
+    return msg.as_bytes(policy=SMTP)
+
+
+def build_mix(corpus: Path, tag: str) -> list[tuple[str, bytes]]:
+    mails = corpus_mails(corpus)
+    mails += [("synthesized", customer_mail(n, tag)) for n in range(max(0, TARGET - len(mails)))]
+    return mails
+
+
+# --- the app under test ---------------------------------------------------------------------
+
+class Database:
+    """A fresh, migrated database: a SQLite file, or a new PostgreSQL database dropped afterwards."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.kind = os.environ.get("HELPDESK_TEST_DATABASE", "sqlite")
+        self.name = f"hd_bench_{uuid.uuid4().hex[:8]}"
+        if self.kind == "postgresql":
+            from sqlalchemy import create_engine, text
+
+            base = env("HELPDESK_TEST_POSTGRES_URL")
+            self.admin = create_engine(base, isolation_level="AUTOCOMMIT")
+            with self.admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{self.name}"'))
+            self.uri = base.rsplit("/", 1)[0] + "/" + self.name
+        else:
+            self.uri = f"sqlite:///{workdir / 'bench.sqlite'}"
+
+    def drop(self) -> None:
+        if self.kind == "postgresql":
+            from sqlalchemy import text
+
+            with self.admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+            self.admin.dispose()
+
+
+def make_app(uri: str, workdir: Path):
+    from flask_migrate import upgrade
+
+    from helpdesk import create_app
+    from helpdesk.extensions import db
+
+    redis_url = env("HELPDESK_TEST_REDIS_URL").rsplit("/", 1)[0] + "/13"  # a database of its own
+    app = create_app({
+        "SQLALCHEMY_DATABASE_URI": uri, "SECRET_KEY": "bench-secret", "CREDENTIALS_KEY": Fernet.generate_key().decode(),
+        "S3_ENDPOINT": env("HELPDESK_TEST_S3_ENDPOINT"), "S3_ACCESS_KEY": env("HELPDESK_TEST_S3_ACCESS_KEY"),
+        "S3_SECRET_KEY": env("HELPDESK_TEST_S3_SECRET_KEY"), "S3_SECURE": False,
+        "S3_BUCKET": f"hd-bench-{uuid.uuid4().hex[:10]}", "ATTACHMENT_FOLDER": str(workdir / "attachments"),
+        "REDIS_URL": redis_url, "JOBS_INLINE": False, "TLS_CA_FILE": env("HELPDESK_TEST_CA"),
+        "PUBLIC_BASE_URL": "http://helpdesk.bench", "COMPANY_NAME": "Bench",
+    })
+    with app.app_context():
+        upgrade()
+    return app, db
+
+
+def url_context(app):
+    """Return the context a poll needs: an app context, plus a request one while ticket links need it."""
+    from flask import url_for
+
+    with app.app_context():
+        try:
+            url_for("tickets.detail", ticket_id=1)
+            return app.app_context(), False
+        except RuntimeError:
+            # helpdesk/services/placeholders.ticket_url calls url_for, which needs a request
+            # (or SERVER_NAME); without one every new ticket would be quarantined.
+            return app.test_request_context(base_url="http://helpdesk.bench"), True
+
+
+# --- the measurements ------------------------------------------------------------------------
+
+def bare_loop(folder: str) -> tuple[int, float]:
+    started = time.perf_counter()
+    count = 0
+    with ImapSession(imap_settings()) as session:
+        session.select(folder, readonly=True)
+        for _uid, raw in session.fetch_since(0, batch=BATCH):
+            parse(raw)
+            count += 1
+    return count, time.perf_counter() - started
+
+
+def pipeline(app, db, folder: str, profile: str | None) -> dict:
+    from helpdesk.mail.secrets import CredentialBox
+    from helpdesk.models import InboundMail, Mailbox, Ticket
+    from helpdesk.services.inbound import poll_mailbox
+
+    mailbox = Mailbox(name="Bench", host="127.0.0.1", port=int(env("HELPDESK_TEST_IMAPS_PORT")), security="ssl",
+                      username=USER, password_encrypted=CredentialBox(app.config["CREDENTIALS_KEY"]).seal(PASSWORD),
+                      folder=folder, enabled=True, reply_from_address=USER)
+    db.session.add(mailbox)
+    db.session.commit()
+    profiler = cProfile.Profile() if profile else None
+    started = time.perf_counter()
+    if profiler:
+        profiler.enable()
+    report = poll_mailbox(mailbox.id)
+    if profiler:
+        profiler.disable()
+    seconds = time.perf_counter() - started
+    if profiler:
+        profiler.dump_stats(profile)
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(35)
+        print(out.getvalue(), file=sys.stderr)
+    tickets = db.session.scalar(db.select(db.func.count(Ticket.id)))
+    rows = db.session.scalar(db.select(db.func.count(InboundMail.id)))
+    return {"mailbox_id": mailbox.id, "ok": report.ok, "error": report.error, "processed": report.processed,
+            "outcomes": dict(report.outcomes), "seconds": seconds, "tickets": tickets, "inbound_rows": rows}
+
+
+def arrival_delay(app, db, mailbox_id: int, folder: str, tag: str) -> list[float]:
+    from helpdesk.models import Ticket
+    from helpdesk.services.inbound import poll_mailbox
+
+    samples = []
+    with ImapSession(imap_settings()) as session:
+        for n in range(DELAY_SAMPLES):
+            raw = customer_mail(100_000 + n, tag)
+            message_id = parse(raw).message_id
+            session.append(folder, raw)
+            arrived = time.perf_counter()
+            report = poll_mailbox(mailbox_id)
+            assert report.ok, report.error
+            db.session.expire_all()
+            ticket = db.session.scalar(db.select(Ticket.id).where(Ticket.message_id == message_id))
+            assert ticket is not None, f"no ticket for {message_id}"
+            samples.append(time.perf_counter() - arrived)
+    return samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", help="write a cProfile of the pipeline run to this file")
+    args = parser.parse_args()
+    corpus = Path(os.environ.get("HELPDESK_CORPUS") or ROOT.parent / "shared" / "corpus")
+    tag = uuid.uuid4().hex[:10]
+    folder = f"INBOX.bench{tag}"
+    mix = build_mix(corpus, tag)
+    kinds: dict[str, int] = {}
+    for kind, _raw in mix:
+        kinds[kind] = kinds.get(kind, 0) + 1
+
+    with ImapSession(imap_settings()) as session:
+        session.create_folder(folder)
+        for _kind, raw in mix:
+            session.append(folder, raw)
+    workdir = Path(tempfile.mkdtemp(prefix="hd-bench-"))
+    database = Database(workdir)
+    try:
+        bare_count, bare_seconds = bare_loop(folder)
+        app, db = make_app(database.uri, workdir)
+        context, request_workaround = url_context(app)
+        with context:
+            result = pipeline(app, db, folder, args.profile)
+            delays = arrival_delay(app, db, result["mailbox_id"], folder, tag)
+            db.session.remove()
+            db.engine.dispose()
+        _flush_bench_redis(app)
+    finally:
+        database.drop()
+        with ImapSession(imap_settings()) as session:
+            session.delete_folder(folder)
+
+    bare_rate = bare_count / bare_seconds
+    rate = result["processed"] / result["seconds"]
+    figures = {
+        "database": database.kind, "mails": len(mix), "mix": kinds,
+        "bare_mails_per_s": round(bare_rate, 1), "bare_seconds": round(bare_seconds, 2),
+        "pipeline_mails_per_s": round(rate, 1), "pipeline_seconds": round(result["seconds"], 2),
+        "ratio": round(rate / bare_rate, 3), "outcomes": result["outcomes"], "tickets": result["tickets"],
+        "poll_ok": result["ok"], "poll_error": result["error"],
+        "arrival_to_ticket_median_ms": round(statistics.median(delays) * 1000, 1),
+        "arrival_to_ticket_max_ms": round(max(delays) * 1000, 1),
+        "request_context_workaround": request_workaround,
+    }
+    print(json.dumps(figures))
+    print()
+    print(f"| inbound ({database.kind}, {len(mix)} mails) | mails/s | seconds |")
+    print("|---|---:|---:|")
+    print(f"| bare fetch + parse | {bare_rate:.0f} | {bare_seconds:.2f} |")
+    print(f"| poll → committed tickets | {rate:.0f} | {result['seconds']:.2f} |")
+    print(f"| ratio pipeline / bare | {rate / bare_rate:.0%} | |")
+    print(f"| arrival → ticket (poll right after APPEND), median of {DELAY_SAMPLES} | "
+          f"{statistics.median(delays) * 1000:.0f} ms | |")
+    print(f"\noutcomes: {result['outcomes']}; target ≥ 550 mails/s and ≥ 50 % of bare")
+
+
+def _flush_bench_redis(app) -> None:
+    """Drop the jobs the run enqueued: nobody works the bench's private Redis database."""
+    from redis import Redis
+
+    Redis.from_url(app.config["REDIS_URL"]).flushdb()
+
+
+if __name__ == "__main__":
+    main()
