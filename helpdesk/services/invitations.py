@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flask import current_app, url_for
+from flask import current_app
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import update
 
@@ -13,7 +13,7 @@ from helpdesk.models._time import utcnow
 from helpdesk.models.people import ROLES
 from helpdesk.services import outbox
 from helpdesk.services.email_templates import render_notification
-from helpdesk.services.placeholders import ticket_values
+from helpdesk.services.placeholders import public_url, ticket_values
 
 _SALT = "invite"
 
@@ -49,7 +49,7 @@ def invite(email: str, role: str, invited_by: Agent | None, name: str = "") -> I
 
 def invite_url(invitation: Invitation) -> str:
     """Return the link the invitee opens, with the signed token naming the invitation."""
-    return current_app.config["PUBLIC_BASE_URL"] + url_for("agents.accept_invite", token=make_token(invitation))
+    return public_url("agents.accept_invite", token=make_token(invitation))
 
 
 def make_token(invitation: Invitation) -> str:

@@ -1,14 +1,21 @@
 """The `$variable` values for a ticket, shared by macros and email templates."""
 from __future__ import annotations
 
-from flask import current_app, url_for
+from flask import current_app
 
 from helpdesk.models import Agent, Ticket
 
 
+def public_url(endpoint: str, **values) -> str:
+    """Return an absolute console URL for mail, also where there is no request (jobs, the CLI)."""
+    # url_for needs a request or SERVER_NAME; mails are often rendered by a worker, so build from the map.
+    path = current_app.url_map.bind("localhost").build(endpoint, values)
+    return current_app.config["PUBLIC_BASE_URL"] + path
+
+
 def ticket_url(ticket: Ticket) -> str:
     """Return the ticket's address in the console, from the public base URL."""
-    return current_app.config["PUBLIC_BASE_URL"] + url_for("tickets.detail", ticket_id=ticket.id)
+    return public_url("tickets.detail", ticket_id=ticket.id)
 
 
 def ticket_values(ticket: Ticket | None, agent: Agent | None = None, **extra: str) -> dict[str, str]:
