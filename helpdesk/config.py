@@ -34,8 +34,9 @@ def from_environment(instance_path: str) -> dict:
         # More than INBOUND_LOOP_LIMIT mails from one sender within INBOUND_LOOP_WINDOW seconds: a mail loop.
         "INBOUND_LOOP_LIMIT": int(env.get("INBOUND_LOOP_LIMIT", 20)),
         "INBOUND_LOOP_WINDOW": int(env.get("INBOUND_LOOP_WINDOW", 600)),
-        # Raw bytes of quarantined mails go here when the attachment store itself is down.
-        "INBOUND_SPOOL_FOLDER": env.get("INBOUND_SPOOL_FOLDER") or str(instance / "inbound-spool"),
+        # Raw bytes of quarantined mails go here when the attachment store itself is down
+        # (unset: an inbound-spool folder beside ATTACHMENT_FOLDER).
+        "INBOUND_SPOOL_FOLDER": env.get("INBOUND_SPOOL_FOLDER") or None,
         "INVITE_TTL_HOURS": int(env.get("INVITE_TTL_HOURS", 72)),
         "OUTBOX_MAX_ATTEMPTS": int(env.get("OUTBOX_MAX_ATTEMPTS", 20)),
         "TLS_CA_FILE": env.get("TLS_CA_FILE") or None,

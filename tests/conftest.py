@@ -284,3 +284,12 @@ def pytest_collection_modifyitems(config, items):
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep
+
+
+@pytest.fixture(autouse=True)
+def _push_request_context():
+    """Replace pytest-flask's: tests run with an app context only, as jobs and the CLI do.
+
+    A request pushed around every test hid code that needs one (url_for in mail rendering).
+    """
+    yield
