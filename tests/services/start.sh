@@ -107,8 +107,9 @@ echo "redis $(cat "$ST/redis.pid")" >> "$ST/pids"
 for _ in $(seq 1 600); do
   [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$P_S3/status")" = 200 ] && break; sleep 0.05
 done
+# pg_signal_backend: the tests drop each test database WITH (FORCE), ending connections a test left open.
 psql -h 127.0.0.1 -p "$P_PG" -U postgres -qc "CREATE ROLE helpdesk LOGIN PASSWORD 'helpdeskpw' CREATEDB" \
-  -c "CREATE DATABASE helpdesk OWNER helpdesk"
+  -c "GRANT pg_signal_backend TO helpdesk" -c "CREATE DATABASE helpdesk OWNER helpdesk"
 echo "postgres $(head -1 "$PG/data/postmaster.pid")" >> "$ST/pids"
 
 cat > "$ST/env" <<EOC
