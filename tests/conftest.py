@@ -69,10 +69,12 @@ def database_template(tmp_path_factory, request):
         base = env["HELPDESK_TEST_POSTGRES_URL"]
         from sqlalchemy import create_engine, text
 
-        admin = create_engine(base, isolation_level="AUTOCOMMIT")
+        # The superuser creates and drops the per-test databases (FORCE may have to end any backend).
+        admin_url = env.get("HELPDESK_TEST_POSTGRES_ADMIN_URL") or base
+        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
         name = f"hd_template_{uuid.uuid4().hex[:8]}"
         with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+            conn.execute(text(f'CREATE DATABASE "{name}" OWNER helpdesk'))
         _upgrade(base.rsplit("/", 1)[0] + "/" + name)
         yield ("postgresql", base, name, admin)
         admin.dispose()
@@ -95,7 +97,7 @@ def database_uri(database_template, tmp_path):
 
     name = f"hd_{uuid.uuid4().hex[:10]}"
     with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}" OWNER helpdesk'))
     yield base.rsplit("/", 1)[0] + "/" + name
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -97,7 +97,7 @@ echo "weed $!" >> "$ST/pids"
 PG=$ST/pg; mkdir -p "$PG"; chown postgres:postgres "$PG"
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 su postgres -c "$PGBIN/initdb -D $PG/data -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 --no-sync" > "$PG/initdb.log" 2>&1
-su postgres -c "$PGBIN/pg_ctl -D $PG/data -l $PG/pg.log -w -o '-c listen_addresses=127.0.0.1 -p $P_PG -k $PG -c fsync=off -c max_connections=200' start" > /dev/null
+su postgres -c "$PGBIN/pg_ctl -D $PG/data -l $PG/pg.log -w -o '-c listen_addresses=127.0.0.1 -p $P_PG -k $PG -c fsync=off -c autovacuum=off -c max_connections=200' start" > /dev/null
 
 # Ready means greeting, not just an open port.
 "$PY" "$HERE/waitport.py" 127.0.0.1 "$P_IMAP" 30 "* OK"
@@ -123,5 +123,6 @@ export HELPDESK_TEST_S3_ENDPOINT=127.0.0.1:$P_S3
 export HELPDESK_TEST_S3_ACCESS_KEY=helpdesk-test-key
 export HELPDESK_TEST_S3_SECRET_KEY=helpdesk-test-secret
 export HELPDESK_TEST_POSTGRES_URL=postgresql+psycopg://helpdesk:helpdeskpw@127.0.0.1:$P_PG/helpdesk
+export HELPDESK_TEST_POSTGRES_ADMIN_URL=postgresql+psycopg://postgres@127.0.0.1:$P_PG/postgres
 EOC
 echo "services ready in $ST"
