@@ -5,7 +5,7 @@ from wtforms.fields.choices import SelectChoice
 
 from helpdesk.extensions import db
 from helpdesk.mail.render import MACRO_VARIABLES, render_text
-from helpdesk.models import Agent, Attachment, Contact, Customer, Macro, Ticket
+from helpdesk.models import Agent, Attachment, Contact, Customer, Macro, Ticket, TicketEvent
 from helpdesk.models.tickets import STATUSES
 from helpdesk.services import tickets as ticket_service
 from helpdesk.services.attachments import add_attachment, attachment_store
@@ -198,6 +198,8 @@ def _properties_form(ticket: Ticket) -> TicketPropertiesForm:
 
 
 def _detail_page(ticket: Ticket, reply_form: ReplyForm):
+    history = db.session.scalars(db.select(TicketEvent).filter_by(ticket_id=ticket.id)
+                                 .order_by(TicketEvent.created_at.desc(), TicketEvent.id.desc()).limit(50)).all()
     return render_template("tickets/detail.html", ticket=ticket, form=reply_form,
-                           properties=_properties_form(ticket),
+                           properties=_properties_form(ticket), history=history,
                            macros=db.session.scalars(db.select(Macro).order_by(Macro.name)).all())

@@ -138,3 +138,13 @@ def test_contact_reply_reopens_a_resolved_ticket(app, make_ticket):
     tickets.add_comment(ticket, "Still broken", contact=contact, source="email")
     db.session.commit()
     assert ticket.status == "open" and ticket.resolved_at is None
+
+
+def test_ticket_history_lists_what_happened(admin_client, make_ticket):
+    ticket = make_ticket()
+    admin_client.auth.post(f"/tickets/{ticket.id}/comments", {"visibility": "public", "body": "Done."})
+    admin_client.auth.post(f"/tickets/{ticket.id}/resolve")
+    page = admin_client.get(f"/tickets/{ticket.id}").get_data(as_text=True)
+    history = page[page.index("<h2>History</h2>"):]
+    assert history.index("ticket resolved") < history.index("public reply posted") < history.index("ticket created")
+    assert "Ada Admin" in history
