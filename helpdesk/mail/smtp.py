@@ -6,7 +6,7 @@ import logging
 import smtplib
 import socket
 import ssl
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -317,13 +317,20 @@ class SmtpSession:
         """Send one message and return the server's reply to DATA, e.g. "250 Message accepted"."""
         sender = from_addr if from_addr is not None else _envelope_sender(msg)
         recipients = list(to_addrs) if to_addrs is not None else _envelope_recipients(msg)
-        if not sender:
-            raise SmtpError("sender", "The message has no From address to send it as.",
-                            transient=False)
-        if not recipients:
-            raise SmtpError("recipient", "The message has no recipients.", transient=False)
-        international = not all(a.isascii() for a in [sender, *recipients])
-        data = _wire_bytes(msg, international)
+        _check_envelope(sender, recipients)
+        return self.send_bytes(_wire_bytes(msg, needs_smtputf8(sender, recipients)), sender, recipients)
+
+    def send_bytes(self, data: bytes, from_addr: str, to_addrs: Sequence[str]) -> str:
+        """Send a message already flattened for the wire and return the server's reply to DATA.
+
+        `data` goes out as given: CRLF line ends, no Bcc header, and, when an address is
+        not ASCII, flattened with `utf8=True` (see `needs_smtputf8`). Callers that keep a
+        copy of the mail as sent flatten it once and send those very bytes.
+        """
+        sender = from_addr
+        recipients = list(to_addrs)
+        _check_envelope(sender, recipients)
+        international = needs_smtputf8(sender, recipients)
 
         code, reply = self._mail(sender, data, international)
         smtp = self._smtp
@@ -527,6 +534,18 @@ def _scrub(text: str, settings: SmtpSettings) -> str:
     if settings.password:
         text = text.replace(settings.password, "********")
     return text
+
+
+def needs_smtputf8(from_addr: str, to_addrs: Sequence[str]) -> bool:
+    """Tell whether an envelope needs SMTPUTF8 (and the message utf8=True headers): a non-ASCII address."""
+    return not (from_addr.isascii() and all(a.isascii() for a in to_addrs))
+
+
+def _check_envelope(sender: str, recipients: list[str]) -> None:
+    if not sender:
+        raise SmtpError("sender", "The message has no From address to send it as.", transient=False)
+    if not recipients:
+        raise SmtpError("recipient", "The message has no recipients.", transient=False)
 
 
 def _envelope_sender(msg: EmailMessage) -> str:

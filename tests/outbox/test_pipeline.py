@@ -235,3 +235,95 @@ def test_automatic_mails_per_recipient_are_capped_per_hour(app_config, request):
         message.created_at -= timedelta(minutes=61)
     db.session.commit()
     assert queue(to="jane@customer.test", kind="resolved", automatic=True) is not None
+
+
+def test_a_mail_refused_for_good_does_not_hold_up_the_rest_of_its_burst(app, smtp_server, configure_smtp):
+    server = configure_smtp(smtp_server("picky"))
+    # The first mail's job sends the burst: its own mail is refused, the others still go out.
+    refused = outbox.queue_mail(kind="test", to=["nobody@customer.test"], rendered=MAIL)
+    others = [outbox.queue_mail(kind="test", to=[f"person{n}@customer.test"], rendered=MAIL) for n in range(3)]
+    db.session.commit()
+
+    assert row(refused.id).status == "failed"
+    assert [row(m.id).status for m in others] == ["sent"] * 3
+    assert sorted(m.rcpt_tos[0] for m in server.received) == [f"person{n}@customer.test" for n in range(3)]
+    for message in others:
+        sent = row(message.id)
+        assert sent.attempts == 1 and sent.server_reply.startswith("250 ") and sent.raw_sent
+    assert server.connections == 1
+
+
+def test_one_send_job_per_transaction_and_it_sends_the_whole_burst(unread_redis_queue, request):
+    from jobs import rq_queue
+
+    app = request.getfixturevalue("app")
+    try:
+        server = request.getfixturevalue("smtp")
+        jobs = rq_queue(app)
+
+        def commit_and_find_jobs(messages: list[OutboundMessage]) -> list:
+            # Other test runs share the Redis server: look only at the jobs this commit added.
+            before = set(jobs.job_ids)
+            db.session.commit()
+            added = [jobs.fetch_job(i) for i in set(jobs.job_ids) - before]
+            return [job for job in added if job is not None and job.args[0] in {m.id for m in messages}]
+
+        burst = [outbox.queue_mail(kind="test", to=[f"person{n}@customer.test"], rendered=MAIL) for n in range(4)]
+        [burst_job] = commit_and_find_jobs(burst)
+        assert burst_job.func_name == "jobs.mail.send_outbox" and burst_job.args == (burst[0].id,)
+        lone = outbox.queue_mail(kind="test", to=["someone@customer.test"], rendered=MAIL)
+        [lone_job] = commit_and_find_jobs([lone])
+        assert lone_job.args == (lone.id,)
+        assert all(row(m.id).status == "queued" for m in [*burst, lone])
+
+        burst_job.perform()
+        # The burst's job also took the mail queued after it: one connection for all five.
+        assert [(row(m.id).status, row(m.id).attempts) for m in [*burst, lone]] == [("sent", 1)] * 5
+        assert len(server.received) == 5 and server.connections == 1
+        lone_job.perform()
+        assert len(server.received) == 5 and row(lone.id).attempts == 1
+    finally:
+        if "redis" in app.extensions:
+            app.extensions["redis"].close()
+
+
+def test_queueing_again_after_a_rollback_in_the_same_session(app, smtp):
+    dropped = outbox.queue_mail(kind="test", to=["first@customer.test"], rendered=MAIL)
+    dropped_id = dropped.id
+    db.session.rollback()
+    # SQLite hands the rolled-back id out again; the row written now must not be confused with it.
+    kept = outbox.queue_mail(kind="test", to=["second@customer.test"], rendered=MAIL)
+    db.session.commit()
+
+    assert kept.status == "sent" and kept.to == "second@customer.test"
+    assert db.session.scalar(db.select(db.func.count(OutboundMessage.id))) == 1
+    assert [m.rcpt_tos for m in smtp.received] == [["second@customer.test"]]
+    assert row(kept.id).raw_sent == smtp.received[0].data
+    assert dropped_id is not None
+
+
+def test_a_temporary_refusal_stops_the_burst_and_the_rest_wait_uncounted(app, smtp_server, configure_smtp):
+    # Queued before SMTP is set up, so the sweep sends them as one burst once it is.
+    burst = [outbox.queue_mail(kind="test", to=[f"person{n}@customer.test"], rendered=MAIL) for n in range(3)]
+    db.session.commit()
+    server = configure_smtp(smtp_server("flaky", fail_data_first=1))
+
+    def make_due():
+        for message in db.session.scalars(db.select(OutboundMessage)):
+            message.created_at = message.updated_at = utcnow() - timedelta(minutes=2)
+        db.session.commit()
+
+    make_due()
+    result = outbox.sweep()
+    assert result.sent == [] and sorted(result.deferred) == sorted(m.id for m in burst)
+    first, *rest = (row(m.id) for m in burst)
+    assert (first.status, first.attempts) == ("queued", 1) and first.server_reply.startswith("451")
+    # The server said "later": the rest of the burst is not tried now, and not counted as tried.
+    assert [(m.status, m.attempts) for m in rest] == [("queued", 0)] * 2
+    assert all("451" in m.last_error for m in rest)
+    assert server.received == [] and server.handler.data_attempts == 1
+
+    make_due()
+    assert sorted(outbox.sweep().sent) == sorted(m.id for m in burst)
+    assert [(row(m.id).status, row(m.id).attempts) for m in burst] == [("sent", 2), ("sent", 1), ("sent", 1)]
+    assert len(server.received) == 3

@@ -203,3 +203,60 @@ def test_message_without_recipients_is_refused_without_a_transaction(smtp_server
 
     assert caught.value.kind == "recipient"
     assert server.received == []
+
+
+def test_send_bytes_puts_exactly_those_bytes_on_the_wire_beside_send(smtp_server):
+    server = smtp_server("starttls")
+    flattened = message(1, text="First line.\n.\nA lone dot, stuffed on the wire.\n").as_bytes()
+
+    with SmtpSession(server.settings()) as session:
+        first = session.send_bytes(flattened, "support@helpdesk.test", ["customer@customer.test"])
+        second = session.send(message(2))
+
+    assert first == "250 2.0.0 Message 1 accepted for delivery"
+    assert second == "250 2.0.0 Message 2 accepted for delivery"
+    received = server.received[0]
+    assert received.data == flattened
+    assert received.mail_from == "support@helpdesk.test"
+    assert received.rcpt_tos == ["customer@customer.test"]
+    assert server.connections == 1
+
+
+def test_send_bytes_to_a_non_ascii_address_uses_smtputf8(smtp_server):
+    from email import policy
+
+    from helpdesk.mail.smtp import needs_smtputf8
+
+    server = smtp_server("plain")
+    recipients = ["jörg@customer.test"]
+    assert needs_smtputf8("support@helpdesk.test", recipients)
+    assert not needs_smtputf8("support@helpdesk.test", ["jorg@customer.test"])
+    flattened = message(text="Grüße aus Zürich\n").as_bytes(policy=policy.SMTPUTF8)
+
+    with SmtpSession(server.settings()) as session:
+        session.send_bytes(flattened, "support@helpdesk.test", recipients)
+
+    [received] = server.received
+    assert received.rcpt_tos == recipients
+    assert received.data == flattened
+    assert received.message.get_content().replace("\r\n", "\n") == "Grüße aus Zürich\n"
+
+
+def test_send_bytes_refuses_an_empty_envelope_and_the_session_stays_usable(smtp_server):
+    server = smtp_server("picky")
+    flattened = message().as_bytes()
+
+    with SmtpSession(server.settings()) as session:
+        with pytest.raises(SmtpError) as no_sender:
+            session.send_bytes(flattened, "", ["customer@customer.test"])
+        with pytest.raises(SmtpError) as no_recipient:
+            session.send_bytes(flattened, "support@helpdesk.test", [])
+        with pytest.raises(SmtpError) as refused:
+            session.send_bytes(flattened, "support@helpdesk.test", ["nobody@customer.test"])
+        session.send_bytes(flattened, "support@helpdesk.test", ["customer@customer.test"])
+
+    assert (no_sender.value.kind, no_sender.value.transient) == ("sender", False)
+    assert (no_recipient.value.kind, no_recipient.value.transient) == ("recipient", False)
+    assert refused.value.refused == {"nobody@customer.test": "550 5.1.1 No such user here"}
+    assert [r.rcpt_tos for r in server.received] == [["customer@customer.test"]]
+    assert server.connections == 1
