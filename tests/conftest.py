@@ -295,3 +295,92 @@ def _push_request_context():
     A request pushed around every test hid code that needs one (url_for in mail rendering).
     """
     yield
+
+
+# --- real SMTP servers (aiosmtpd, in-process; see tests/smtp/servers.py) ---------------------------------
+
+def _load_smtp_servers():
+    """Import tests/smtp/servers.py once under one name (test folders are not packages here)."""
+    import importlib.util
+
+    name = "helpdesk_tests_smtp_servers"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, HERE / "smtp" / "servers.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # before running: its dataclasses resolve annotations through it
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+smtp_servers = _load_smtp_servers()
+
+
+@pytest.fixture(scope="session")
+def smtp_certs(tmp_path_factory):
+    """Return the test CA, a CA-signed certificate for localhost/127.0.0.1 and an untrusted one."""
+    return smtp_servers.make_certificates(tmp_path_factory.mktemp("smtp-certs"))
+
+
+@pytest.fixture(autouse=True)
+def smtp_guard(monkeypatch):
+    """Fail any test that opens an SMTP connection it did not ask for (a server from these fixtures).
+
+    Hosts under .invalid are let through: they never resolve, which is what the DNS tests want.
+    Returns the set of allowed ports, which the server fixtures fill.
+    """
+    import smtplib
+
+    allowed: set[int] = set()
+    strays: list[str] = []
+    connect = smtplib.SMTP.connect
+
+    def guarded(self, host="localhost", port=0, source_address=None):
+        if not str(host).endswith(".invalid") and int(port or 0) not in allowed:
+            strays.append(f"{host}:{port}")
+            raise AssertionError(f"SMTP connection to {host}:{port}, which this test did not start")
+        return connect(self, host, port, source_address)
+
+    monkeypatch.setattr(smtplib.SMTP, "connect", guarded)
+    yield allowed
+    assert not strays, f"unexpected SMTP connections: {strays}"
+
+
+@pytest.fixture
+def smtp_server(smtp_certs, smtp_guard):
+    """Return a function that starts a real test SMTP server of a kind; all stop after the test."""
+    started = []
+
+    def start(kind: str = "starttls", **options):
+        server = smtp_servers.start_server(kind, smtp_certs, **options)
+        started.append(server)
+        smtp_guard.add(server.port)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def silent_port(smtp_guard):
+    """Return a port that accepts TCP connections and never greets."""
+    silent = smtp_servers.SilentServer()
+    smtp_guard.add(silent.port)
+    yield silent.port
+    silent.close()
+
+
+@pytest.fixture
+def closed_port(smtp_guard):
+    """Return a port where connections are refused."""
+    closed = smtp_servers.ClosedPort()
+    smtp_guard.add(closed.port)
+    yield closed.port
+    closed.close()
+
+
+@pytest.fixture
+def trust_test_ca(app_config, smtp_certs) -> dict:
+    """Trust the test CA, as an admin would point TLS_CA_FILE at an in-house CA."""
+    app_config["TLS_CA_FILE"] = smtp_certs.ca_file
+    return app_config

@@ -312,6 +312,29 @@ def test_batches_larger_than_one_fetch_are_all_processed(monkeypatch, make_mailb
     assert fresh(mailbox.id).last_uid == max(uids)
 
 
+def test_a_poll_ignores_mail_from_our_own_addresses_and_quarantines_a_loop(
+        app, make_mailbox, append, customer_mail, read_tickets, read_inbound):
+    # The own addresses are looked up once per poll and the loop guard counts in the dedupe
+    # query: both must still hold for every mail of a batch, the first as much as the last.
+    app.config["INBOUND_LOOP_LIMIT"] = 3
+    mailbox = make_mailbox(reply_from_address="helpdesk-replies@example.test")
+    append(customer_mail(1, sender="helpdesk-replies@example.test"), customer_mail(2),
+           *(customer_mail(n, sender="robot@example.org") for n in range(3, 8)),
+           customer_mail(8, sender="SUPPORT@example.test"))
+
+    report = inbound.poll_mailbox(mailbox.id)
+
+    assert report.ok and report.processed == 8
+    rows = read_inbound()
+    assert [row.outcome for row in rows] == ["ignored", "created", "created", "created", "created", "quarantined",
+                                             "quarantined", "ignored"]
+    assert rows[0].sender == "helpdesk-replies@example.test" and rows[-1].sender == "support@example.test"
+    assert rows[1].sender.startswith("customer2.")
+    assert {row.sender for row in rows[2:7]} == {"robot@example.org"}
+    assert "suspected mail loop" in rows[5].reason
+    assert [t.title.split(" is")[0] for t in read_tickets()] == ["Printer 2", "Printer 3", "Printer 4", "Printer 5"]
+
+
 def test_imap_errors_are_recorded_in_plain_words(make_mailbox, read_tickets):
     mailbox = make_mailbox(password="not-the-password")
 

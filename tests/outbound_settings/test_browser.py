@@ -7,7 +7,7 @@ import pytest
 
 pytestmark = pytest.mark.browser
 
-servers = sys.modules["helpdesk_tests_smtp_servers"]  # loaded by this folder's conftest
+servers = sys.modules["helpdesk_tests_smtp_servers"]  # loaded by tests/conftest.py
 URL = "/admin/settings/email/outbound"
 WRONG = "Wr0ng-canary-7731!"
 

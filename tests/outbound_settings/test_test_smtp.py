@@ -10,7 +10,7 @@ from helpdesk.extensions import db
 from helpdesk.mail.secrets import CredentialBox
 from helpdesk.models import SmtpConfig
 
-# tests/smtp/servers.py, loaded by this folder's conftest (a file, not a package, under --import-mode=importlib).
+# tests/smtp/servers.py, loaded by tests/conftest.py (a file, not a package, under --import-mode=importlib).
 servers = sys.modules["helpdesk_tests_smtp_servers"]
 
 URL = "/admin/settings/email/outbound"

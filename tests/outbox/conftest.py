@@ -1,11 +1,5 @@
-"""Fixtures for the outbound pipeline: real aiosmtpd servers (from tests/smtp/servers.py) and SMTP settings."""
+"""Fixtures for the outbound pipeline: the test CA trusted and SMTP settings for a real test server."""
 from __future__ import annotations
-
-import importlib.util
-import sys
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 
@@ -14,48 +8,9 @@ from helpdesk.extensions import db
 FROM_ADDRESS = "support@helpdesk.test"
 
 
-def _load_smtp_servers() -> ModuleType:
-    # The same module name as tests/smtp/conftest.py uses, so both share one loaded copy.
-    name = "helpdesk_tests_smtp_servers"
-    if name not in sys.modules:
-        path = Path(__file__).parent.parent / "smtp" / "servers.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-servers = _load_smtp_servers()
-
-
-@pytest.fixture(scope="session")
-def outbox_certs(tmp_path_factory):
-    """Return the test CA and server certificates for the SMTP test servers."""
-    return servers.make_certificates(tmp_path_factory.mktemp("outbox-certs"))
-
-
 @pytest.fixture
-def app_config(app_config, outbox_certs):
-    """Trust the test CA, as an admin would set TLS_CA_FILE for an in-house CA."""
-    app_config["TLS_CA_FILE"] = outbox_certs.ca_file
-    return app_config
-
-
-@pytest.fixture
-def smtp_server(outbox_certs) -> Iterator[Callable[..., object]]:
-    """Return a function that starts a real test SMTP server of a kind; all stop after the test."""
-    started = []
-
-    def start(kind: str = "starttls", **options):
-        server = servers.start_server(kind, outbox_certs, **options)
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
+def app_config(trust_test_ca):
+    return trust_test_ca
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from helpdesk.mail.parse import NOT_A_MESSAGE, ParsedAttachment, parse
+from helpdesk.mail.parse import NOT_A_MESSAGE, ParsedAttachment, clear_header_cache, parse
 from helpdesk.mail.trim import trim_reply
 
 
@@ -61,6 +61,18 @@ def test_every_message_parses(folder: str) -> None:
     elapsed = time.perf_counter() - started
     print(f"{folder}: parsed {len(files)} messages in {elapsed:.2f}s")
     assert not failures, "\n".join(failures)
+
+
+def test_header_objects_kept_between_mails_never_change_a_result() -> None:
+    # parse() keeps Content-* header objects across mails; a mail parsed with a cache full
+    # of other mails' headers must come out exactly as it does from an empty cache.
+    files = _mail_files("parsing-stalwart") + _mail_files("malformed-spamscope")
+    cold = {}
+    for path in files:
+        clear_header_cache()
+        cold[path] = parse(path.read_bytes())
+    changed = [path.name for path in reversed(files) if parse(path.read_bytes()) != cold[path]]
+    assert not changed, f"parsed differently with a warm header cache: {changed}"
 
 
 def test_spamscope_damaged_messages_keep_what_can_be_kept() -> None:

@@ -10,15 +10,15 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
 @pytest.mark.browser
-def test_typing_updates_the_preview_and_flags_unknown_placeholders(page: Page, served_app, admin, make_ticket):
+def test_typing_updates_the_preview_and_flags_unknown_placeholders(page: Page, live_url, admin, make_ticket):
     ticket = make_ticket(title="Scanner jams on page 2", email="bob@customer.test")
-    page.goto(served_app + "/login")
+    page.goto(live_url + "/login")
     page.get_by_label("Email").fill(admin.email)
     page.get_by_label("Password").fill("correct horse battery")
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("link", name="Sign out").or_(page.get_by_role("button", name="Sign out"))).to_be_visible()
 
-    page.goto(served_app + "/admin/settings/email/templates")
+    page.goto(live_url + "/admin/settings/email/templates")
     page.get_by_role("link", name="Resolution notification").first.click()
     preview = page.locator("#template-preview")
     expect(preview.locator(".preview-subject dd")).to_have_text("Resolved: Cannot log in after password reset")
