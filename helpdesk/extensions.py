@@ -1,10 +1,13 @@
 """Flask extensions, created unbound and bound in create_app."""
+import sqlite3
+
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
 from htmx_flask import Htmx
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, event
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase
 
 
@@ -24,3 +27,20 @@ migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()
 htmx = Htmx()
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_write_ahead_log(dbapi_connection, _connection_record) -> None:
+    """Put a SQLite database in WAL mode; other databases are left alone."""
+    if not isinstance(dbapi_connection, sqlite3.Connection):
+        return
+    # The rollback journal pays several fsyncs per commit, the write-ahead log one, and
+    # readers no longer block the writer. synchronous stays FULL: a commit must be on disk
+    # before the poller marks the mail done on the IMAP server (NORMAL could lose the last
+    # commits on power loss, and with them moved or deleted mail).
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+    finally:
+        cursor.close()

@@ -17,6 +17,7 @@ from email import policy
 from email.generator import BytesGenerator
 from email.message import Message
 from email.parser import BytesParser
+from email.policy import EmailPolicy
 
 from helpdesk.mail.html import html_to_text
 
@@ -94,6 +95,44 @@ _BOUNCE_BODY = re.compile(
     r"delivery to the following recipient|failed recipient|unknown recipient)",
     re.I)
 _QUOTED_MESSAGE_ID = re.compile(r"^\s*>?\s*(?:X-Original-)?Message-I[Dd]\s*:\s*(<[^<>\s]+>|\S+@\S+)", re.I | re.M)
+
+
+# Header objects of the modern policy, by (name, raw value). Building one costs far more
+# than the lookup, and the parser and our walk ask for each part's Content-Type many times.
+# Content-* values recur across mails and stay cached; the others (From is read twice) only
+# for the mail being parsed, so a mail parsed again pays again. Header objects are immutable,
+# and a parse in another thread clearing the per-mail entries only costs a rebuild.
+_CONTENT_HEADERS: dict[tuple[str, str], object] = {}
+_MAIL_HEADERS: dict[tuple[str, str], object] = {}
+_HEADER_CACHE_SIZE = 4096
+_HEADER_CACHE_MAX_VALUE = 2048
+
+
+class _CachedHeaderPolicy(EmailPolicy):
+    """The modern policy (policy.default), building each distinct header object only once."""
+
+    def header_fetch_parse(self, name: str, value: str):  # noqa: ANN201 - an email.headerregistry header
+        """Return the header object for a stored header, from the cache when it was built before."""
+        if hasattr(value, "name") or len(value) > _HEADER_CACHE_MAX_VALUE:
+            return super().header_fetch_parse(name, value)
+        cache = _CONTENT_HEADERS if name[:8].lower() == "content-" else _MAIL_HEADERS
+        key = (name, value)
+        header = cache.get(key)
+        if header is None:
+            header = super().header_fetch_parse(name, value)
+            if len(cache) >= _HEADER_CACHE_SIZE:
+                cache.clear()
+            cache[key] = header
+        return header
+
+
+_MODERN = _CachedHeaderPolicy()
+
+
+def clear_header_cache() -> None:
+    """Forget the header objects kept between mails (a benchmark starts each run cold)."""
+    _CONTENT_HEADERS.clear()
+    _MAIL_HEADERS.clear()
 
 
 @dataclass
@@ -440,7 +479,7 @@ def _reparse_multipart(part: Message, ctype: str) -> Message | None:
     if not isinstance(payload, str) or f"--{boundary}" not in payload:
         return None
     head = f'Content-Type: {ctype}; boundary="{boundary}"\r\n\r\n'.encode("ascii", "replace")
-    repaired = BytesParser(policy=policy.default).parsebytes(head + _to_bytes(payload))
+    repaired = BytesParser(policy=_MODERN).parsebytes(head + _to_bytes(payload))
     return repaired if repaired.is_multipart() else None
 
 
@@ -874,8 +913,9 @@ def parse(raw: bytes) -> ParsedMail:
 
 
 def _parse(raw: bytes) -> ParsedMail:
+    _MAIL_HEADERS.clear()
     defects: list[str] = []
-    parse_policy = policy.default
+    parse_policy = _MODERN
     if raw.count(b"\n--") > MAX_BOUNDARY_LINES:
         # The modern policy builds header objects for every part, which takes
         # seconds on a mail bomb of tiny parts; compat32 keeps them as strings.

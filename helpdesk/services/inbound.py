@@ -26,7 +26,7 @@ from helpdesk.mail.secrets import CredentialError
 from helpdesk.models import Mailbox
 from helpdesk.models._time import utcnow
 from helpdesk.services import mailboxes
-from helpdesk.services.ingest import IngestResult, ingest_mail
+from helpdesk.services.ingest import IngestResult, ingest_mail, own_addresses
 
 log = logging.getLogger(__name__)
 
@@ -171,13 +171,15 @@ def _poll(mailbox_id: int, owner: str, report: PollReport, on_result: OnResult |
             mailbox.last_uid = 0
             db.session.commit()
         uids = session.search_uids_since(mailbox.last_uid)
+        # Looked up once per poll, not per mail: a settings change applies from the next poll.
+        own = own_addresses() if uids else frozenset()
         for start in range(0, len(uids), BATCH):
             chunk = uids[start:start + BATCH]
             done: list[int] = []
             failed = ""
             for uid, raw in session.fetch_uids(chunk, batch=BATCH):
                 result = ingest_mail(raw, channel=channel, mailbox_id=mailbox_id, uid=uid,
-                                     uidvalidity=state.uidvalidity)
+                                     uidvalidity=state.uidvalidity, own=own)
                 report.processed += 1
                 report.outcomes[result.outcome] += 1
                 if on_result is not None:

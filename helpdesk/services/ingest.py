@@ -18,8 +18,9 @@ from datetime import timedelta
 from pathlib import Path
 
 from flask import current_app
-from sqlalchemy import func
+from sqlalchemy import func, null
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.selectable import ScalarSelect
 
 from helpdesk.extensions import db
 from helpdesk.mail import route
@@ -84,13 +85,14 @@ class _Settings:
 
 
 def ingest_mail(raw: bytes, *, channel: str = "cli", mailbox_id: int | None = None, uid: int | None = None,
-                uidvalidity: int | None = None) -> IngestResult:
+                uidvalidity: int | None = None, own: frozenset[str] | None = None) -> IngestResult:
     """Make a ticket or comment from one raw mail (or ignore or quarantine it), record the outcome, commit.
 
     Each mail is one transaction of its own: call this with no pending changes in the session.
     The same mail on the same channel a second time changes nothing and returns "duplicate".
+    `own` is `own_addresses()` when the caller looked it up once for many mails (a poll).
     """
-    return _ingest(bytes(raw), _Origin(channel, mailbox_id, uid, uidvalidity))
+    return _ingest(bytes(raw), _Origin(channel, mailbox_id, uid, uidvalidity), own=own)
 
 
 def reprocess(inbound_id: int) -> IngestResult:
@@ -135,7 +137,7 @@ def dedupe_key(mail: ParsedMail, raw: bytes) -> str:
 
 
 def _ingest(raw: bytes, origin: _Origin, *, replacing: InboundMail | None = None,
-            loop_check: bool = True) -> IngestResult:
+            loop_check: bool = True, own: frozenset[str] | None = None) -> IngestResult:
     started = time.perf_counter()
     mail: ParsedMail | None = None
     key = "sha256:" + hashlib.sha256(raw).hexdigest()
@@ -147,8 +149,10 @@ def _ingest(raw: bytes, origin: _Origin, *, replacing: InboundMail | None = None
         try:
             mail = parse(raw)
             key = dedupe_key(mail, raw)
+            settings = _settings()
+            recent: int | None = None
             if replacing is None:
-                earlier = _recorded(origin.channel, key)
+                earlier, recent = _earlier_and_recent(origin.channel, key, mail, settings, loop_check)
                 if earlier is not None:
                     if earlier.outcome == "quarantined" and not earlier.raw_key:
                         _keep_raw_late(earlier, raw)
@@ -156,7 +160,9 @@ def _ingest(raw: bytes, origin: _Origin, *, replacing: InboundMail | None = None
             else:
                 db.session.delete(replacing)
                 db.session.flush()
-            return _process(raw, mail, key, origin, started, stored, loop_check)
+                if loop_check and mail.from_address:
+                    recent = db.session.scalar(db.select(_recent_from_sender(mail, settings)))
+            return _process(raw, mail, key, origin, started, stored, settings, own, recent)
         except IntegrityError as exc:
             _undo(stored)
             error = exc
@@ -172,8 +178,7 @@ def _ingest(raw: bytes, origin: _Origin, *, replacing: InboundMail | None = None
 
 
 def _process(raw: bytes, mail: ParsedMail, key: str, origin: _Origin, started: float, stored: list[str],
-             loop_check: bool) -> IngestResult:
-    settings = _settings()
+             settings: _Settings, own: frozenset[str] | None, recent: int | None) -> IngestResult:
     inbound = InboundMail(
         channel=origin.channel, mailbox_id=origin.mailbox_id, uid=origin.uid, uidvalidity=origin.uidvalidity,
         dedupe_key=key, message_id=_clip(mail.message_id, _HEADER_MAX), sender=_clip(mail.from_address,
@@ -185,7 +190,7 @@ def _process(raw: bytes, mail: ParsedMail, key: str, origin: _Origin, started: f
     # Claim the dedupe key before any work: a concurrent poller with the same mail waits
     # here (PostgreSQL) or fails at commit, and ends as "duplicate" either way.
     db.session.flush()
-    decision = route.decide(mail, _context(mail, inbound, settings, loop_check))
+    decision = route.decide(mail, _context(mail, settings, own, recent))
 
     ticket: Ticket | None = None
     comment: Comment | None = None
@@ -267,6 +272,28 @@ def _duplicate(earlier: InboundMail, mail: ParsedMail | None) -> IngestResult:
 
 def _recorded(channel: str, key: str) -> InboundMail | None:
     return db.session.scalar(db.select(InboundMail).filter_by(channel=channel, dedupe_key=key))
+
+
+def _earlier_and_recent(channel: str, key: str, mail: ParsedMail, settings: _Settings,
+                        loop_check: bool) -> tuple[InboundMail | None, int | None]:
+    """Return the mail's earlier outcome row, if any, and how many mails its sender sent lately.
+
+    One round trip for both, asked before this mail's own row exists, so the loop guard's
+    count (None when not wanted) leaves the mail itself out.
+    """
+    earlier_id = db.select(InboundMail.id).filter_by(channel=channel, dedupe_key=key).scalar_subquery()
+    recent = _recent_from_sender(mail, settings) if loop_check and mail.from_address else None
+    earlier, count = db.session.execute(db.select(earlier_id, recent if recent is not None else null())).one()
+    return (db.session.get(InboundMail, earlier) if earlier is not None else None), count
+
+
+def _recent_from_sender(mail: ParsedMail, settings: _Settings) -> ScalarSelect[int]:
+    """Return the query counting the outcomes recorded for the sender's mails within the loop window."""
+    since = utcnow() - timedelta(seconds=settings.loop_window)
+    # Naming every outcome lets the (outcome, created_at) index bound the scan to the window.
+    return db.select(func.count(InboundMail.id)).where(
+        InboundMail.outcome.in_(INBOUND_OUTCOMES), InboundMail.created_at >= since,
+        InboundMail.sender == (_clip(mail.from_address, _ADDRESS_MAX) or "")).scalar_subquery()
 
 
 def _recorded_quietly(channel: str, key: str) -> InboundMail | None:
@@ -362,7 +389,8 @@ def _settings() -> _Settings:
     )
 
 
-def _context(mail: ParsedMail, inbound: InboundMail, settings: _Settings, loop_check: bool) -> route.RoutingContext:
+def _context(mail: ParsedMail, settings: _Settings, own: frozenset[str] | None,
+             recent: int | None) -> route.RoutingContext:
     token_ticket = _existing_ticket_id(route.reply_token_ticket_id(mail, settings.token_key))
     tagged = None
     number = route.tagged_ticket_number(mail)
@@ -377,16 +405,10 @@ def _context(mail: ParsedMail, inbound: InboundMail, settings: _Settings, loop_c
         outbox_ids = list(db.session.scalars(db.select(OutboundMessage.message_id).where(
             OutboundMessage.message_id.in_(wanted))))
         bounced_ticket = _existing_ticket_id(route.bounced_ticket_id(mail, settings.token_key))
-    recent = 0
-    if loop_check and mail.from_address:
-        since = utcnow() - timedelta(seconds=settings.loop_window)
-        # Naming every outcome lets the (outcome, created_at) index bound the scan to the window.
-        recent = db.session.scalar(db.select(func.count(InboundMail.id)).where(
-            InboundMail.outcome.in_(INBOUND_OUTCOMES), InboundMail.created_at >= since,
-            InboundMail.sender == inbound.sender, InboundMail.id != inbound.id)) or 0
     return route.RoutingContext(
-        own_addresses=_own_addresses(), ticket_id_by_token=token_ticket, ticket_by_subject_tag=tagged,
-        bounced_ticket_id=bounced_ticket, bounced_outbox_ids=outbox_ids, recent_count_from_sender=recent,
+        own_addresses=own_addresses() if own is None else own, ticket_id_by_token=token_ticket,
+        ticket_by_subject_tag=tagged,
+        bounced_ticket_id=bounced_ticket, bounced_outbox_ids=outbox_ids, recent_count_from_sender=recent or 0,
         loop_limit=settings.loop_limit, loop_window_seconds=settings.loop_window,
         max_size=settings.max_size)
 
@@ -397,7 +419,8 @@ def _existing_ticket_id(ticket_id: int | None) -> int | None:
     return ticket_id if db.session.get(Ticket, ticket_id) is not None else None
 
 
-def _own_addresses() -> frozenset[str]:
+def own_addresses() -> frozenset[str]:
+    """Return the helpdesk's own From addresses and mailbox logins, whose mail is never ingested."""
     smtp = db.session.scalars(db.select(SmtpConfig.from_address))
     mailboxes = db.session.execute(db.select(Mailbox.reply_from_address, Mailbox.username)).all()
     return route.own_addresses([*smtp, *(a for row in mailboxes for a in row)])
