@@ -113,12 +113,31 @@ def app_config(database_uri, tmp_path, request) -> dict:
         "PUBLIC_BASE_URL": "http://helpdesk.test", "COMPANY_NAME": "Example Support",
         "RETRY_INTERVALS": [0, 0, 0],
     }
+    uses_s3 = STORE == "s3" or "services" in request.fixturenames
+    env = request.getfixturevalue("services") if uses_s3 else {}
     if STORE == "s3":
-        env = request.getfixturevalue("services")
         config.update(S3_ENDPOINT=env["HELPDESK_TEST_S3_ENDPOINT"], S3_ACCESS_KEY=env["HELPDESK_TEST_S3_ACCESS_KEY"],
                       S3_SECRET_KEY=env["HELPDESK_TEST_S3_SECRET_KEY"], S3_SECURE=False,
                       S3_BUCKET=f"hd-{uuid.uuid4().hex[:12]}")
-    return config
+    yield config
+    if uses_s3 and config.get("S3_ENDPOINT"):
+        # Tests may have pointed the app elsewhere (a closed port, a wrong secret): clean the real server.
+        remove_bucket(env, config["S3_BUCKET"])
+
+
+def remove_bucket(env: dict, bucket: str) -> None:
+    """Delete a test's S3 bucket and its objects, so the test server does not fill up."""
+    from minio import Minio
+    from minio.deleteobjects import DeleteObject
+
+    s3 = Minio(env["HELPDESK_TEST_S3_ENDPOINT"], access_key=env["HELPDESK_TEST_S3_ACCESS_KEY"],
+               secret_key=env["HELPDESK_TEST_S3_SECRET_KEY"], secure=False)
+    if not s3.bucket_exists(bucket):
+        return
+    objects = [DeleteObject(o.object_name) for o in s3.list_objects(bucket, recursive=True)]
+    for error in s3.remove_objects(bucket, objects):
+        raise AssertionError(f"could not delete {error.name} from the test bucket: {error}")
+    s3.remove_bucket(bucket)
 
 
 @pytest.fixture
