@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 from pathlib import Path
 
 import click
@@ -127,12 +128,15 @@ def serve(host: str, port: int) -> None:
     """Serve the console; without REDIS_URL, run the background jobs in this process too."""
     from flask import current_app
 
+    from helpdesk.services.inbound import start_watchers
+
     app = current_app._get_current_object()
     if not app.config["REDIS_URL"]:
         from jobs import runner
 
         runner(app).start_recurring()
-        click.echo("Background jobs: in-process (no REDIS_URL).")
+        watchers = start_watchers(app, threading.Event())
+        click.echo(f"Background jobs: in-process (no REDIS_URL); IMAP IDLE on {len(watchers)} mailbox(es).")
     else:
         click.echo("Background jobs: RQ on REDIS_URL — run `rq worker` and `rq cron jobs/cron.py`.")
     from werkzeug.serving import run_simple
@@ -168,3 +172,21 @@ def poll_mailboxes(mailbox_id: int | None) -> None:
                 failed += 1
     if failed:
         raise click.ClickException(f"{failed} mailbox poll(s) failed")
+
+
+@email.command("watch")
+def watch_mailboxes() -> None:
+    """Wait on every enabled mailbox with IMAP IDLE and poll as soon as mail arrives (runs until stopped)."""
+    from flask import current_app
+
+    from helpdesk.services.inbound import start_watchers
+
+    stop = threading.Event()
+    threads = start_watchers(current_app._get_current_object(), stop)
+    click.echo(f"Watching {len(threads)} mailbox(es) with IMAP IDLE; Ctrl+C stops.")
+    try:
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(1)
+    except KeyboardInterrupt:
+        stop.set()

@@ -410,6 +410,29 @@ class ImapSession:
         else:
             raise ValueError(f"mode must be one of {DONE_MODES}, not {mode!r}")
 
+    @property
+    def can_idle(self) -> bool:
+        """Tell whether the server pushes new-mail notices (RFC 2177 IDLE)."""
+        return "IDLE" in self.capabilities
+
+    def wait_for_new_mail(self, timeout: float) -> bool:
+        """Wait in IDLE on the selected folder up to `timeout` seconds; True when mail arrived."""
+        client = self._client
+        with self._command("waiting for new mail"):
+            # Mail that came while we were busy is announced on the next command: ask first.
+            _message, pending = client.noop()
+            if _announces_mail(pending):
+                return True
+            client.idle()
+            try:
+                # An announcement sent before the server's "+ idling" is filed by imaplib, not returned.
+                if client._imap.untagged_responses.pop("EXISTS", None):
+                    return True
+                responses = client.idle_check(timeout=timeout)
+            finally:
+                client.idle_done()
+        return _announces_mail(responses)
+
     def append(self, folder: str, raw: bytes, flags: Iterable[str] = ()) -> int | None:
         """Store `raw` in `folder`; return its UID when the server reports it (UIDPLUS)."""
         with self._command(f"adding a message to {folder!r}"):
@@ -421,6 +444,10 @@ class ImapSession:
             if len(parts) == 3 and parts[2].isdigit():
                 return int(parts[2])
         return None
+
+
+def _announces_mail(responses) -> bool:
+    return any(isinstance(r, tuple) and len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses)
 
 
 def _scrub(text: str, settings: ImapSettings) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections import Counter
@@ -234,3 +235,53 @@ def queue_due_polls() -> list[int]:
             due.append(mailbox.id)
     db.session.commit()  # enqueue dispatches after the commit
     return due
+
+
+IDLE_SECONDS = 300  # re-issue IDLE well inside the 29 minutes after which servers may drop it
+
+
+def watch_mailbox(mailbox_id: int, stop: threading.Event, *, idle_seconds: float = IDLE_SECONDS) -> None:
+    """Poll the mailbox whenever the server announces new mail (IMAP IDLE), until `stop` is set.
+
+    Mail then arrives in seconds rather than at the next poll interval; the interval polls stay as the
+    safety net. Servers without IDLE make this return at once. Errors back off and reconnect.
+    """
+    backoff = 5.0
+    while not stop.is_set():
+        try:
+            mailbox = db.session.get(Mailbox, mailbox_id)
+            if mailbox is None or not mailbox.enabled or not mailbox.host:
+                return
+            settings, folder = mailboxes.imap_settings(mailbox), mailbox.folder
+            db.session.rollback()  # hold no transaction (or SQLite lock) while idling
+            with ImapSession(settings) as session:
+                if not session.can_idle:
+                    log.info("mailbox %s: the server has no IDLE; interval polling only", mailbox_id)
+                    return
+                session.select(folder, readonly=True)
+                poll_mailbox(mailbox_id)  # whatever came while nobody watched
+                backoff = 5.0
+                while not stop.is_set():
+                    if session.wait_for_new_mail(idle_seconds):
+                        poll_mailbox(mailbox_id)
+        except (ImapError, CredentialError) as exc:
+            db.session.rollback()
+            log.warning("mailbox %s: IDLE watch stopped (%s); retrying in %.0fs", mailbox_id, exc, backoff)
+            stop.wait(backoff)
+            backoff = min(backoff * 2, 300.0)
+
+
+def start_watchers(app, stop: threading.Event) -> list[threading.Thread]:
+    """Start one IDLE watcher thread per enabled mailbox (for `flask email watch` and `make run`)."""
+    with app.app_context():
+        ids = list(db.session.scalars(db.select(Mailbox.id).where(Mailbox.enabled.is_(True))))
+    threads = []
+    for mailbox_id in ids:
+        def run(mailbox_id=mailbox_id):
+            with app.app_context():
+                watch_mailbox(mailbox_id, stop)
+
+        thread = threading.Thread(target=run, name=f"imap-idle-{mailbox_id}", daemon=True)
+        thread.start()
+        threads.append(thread)
+    return threads

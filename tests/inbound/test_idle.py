@@ -1,0 +1,65 @@
+"""IMAP IDLE: a mail APPENDed to the watched folder becomes a ticket without waiting for a poll interval."""
+import threading
+import time
+
+from helpdesk.extensions import db
+from helpdesk.mail.imap import ImapSession
+from helpdesk.models import Ticket
+from helpdesk.services.inbound import watch_mailbox
+
+
+def _mail(subject: str) -> bytes:
+    return (f"From: Idle Customer <idle@customer.test>\r\nTo: support@example.test\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{time.time_ns()}@customer.test>\r\n\r\nPlease help.\r\n").encode()
+
+
+def _wait_for(condition, limit: float = 60.0) -> bool:
+    # A bound on a wait for an event, not a speed requirement: IDLE answers in about a second.
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_watch_turns_new_mail_into_a_ticket_as_it_arrives(app, make_mailbox, imap, folder):
+    mailbox = make_mailbox()
+    mailbox.poll_interval = 3600  # no interval poll could be the one that picks it up
+    db.session.commit()
+    stop = threading.Event()
+    done = []
+
+    def watch():
+        with app.app_context():
+            watch_mailbox(mailbox.id, stop, idle_seconds=2)
+            done.append(True)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        with ImapSession(imap()) as session:
+            session.append(folder, _mail("Arrived while watched"))
+
+        def ticket_exists():
+            db.session.rollback()
+            return db.session.scalar(db.select(Ticket).filter_by(title="Arrived while watched")) is not None
+
+        assert _wait_for(ticket_exists)
+        with ImapSession(imap()) as session:  # and a second one on the same watch
+            session.append(folder, _mail("Second while watched"))
+        assert _wait_for(lambda: db.session.rollback() or db.session.scalar(
+            db.select(Ticket).filter_by(title="Second while watched")) is not None)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert done == [True] and not thread.is_alive()
+
+
+def test_watch_of_a_disabled_mailbox_returns_at_once(app, make_mailbox):
+    mailbox = make_mailbox()
+    mailbox.enabled = False
+    db.session.commit()
+    watch_mailbox(mailbox.id, threading.Event())
+    db.session.refresh(mailbox)
+    assert mailbox.last_poll_at is None
