@@ -31,8 +31,9 @@ PROVIDER_PRESETS: dict[str, dict[str, object]] = {
         "port": 993,
         "security": "ssl",
         "note": "Exchange Online has refused Basic authentication for IMAP since 2022: "
-        "these mailboxes need OAuth (XOAUTH2), which is not available yet in this helpdesk "
-        "— see the OAuth issue.",
+        "these mailboxes need OAuth (XOAUTH2) sign-in, which this helpdesk does not offer yet. "
+        "Until then, forward the mailbox to one the helpdesk can read, or pipe mail in with "
+        "`flask email ingest`.",
     },
 }
 
