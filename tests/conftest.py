@@ -403,3 +403,37 @@ def trust_test_ca(app_config, smtp_certs) -> dict:
     """Trust the test CA, as an admin would point TLS_CA_FILE at an in-house CA."""
     app_config["TLS_CA_FILE"] = smtp_certs.ca_file
     return app_config
+
+
+# --- the real Dovecot -------------------------------------------------------------------------------
+
+@pytest.fixture
+def dovecot(services):
+    """Return a factory of IMAP settings for the test Dovecot: implicit TLS and the support user by default."""
+    from helpdesk.mail.imap import ImapSettings
+
+    def make(**overrides):
+        security = overrides.get("security", "ssl")
+        port = services["HELPDESK_TEST_IMAPS_PORT" if security == "ssl" else "HELPDESK_TEST_IMAP_PORT"]
+        values = dict(host="127.0.0.1", port=int(port), security=security, username="support@example.test",
+                      password="supportpw", ca_file=services["HELPDESK_TEST_CA"], timeout=10.0)
+        values.update(overrides)
+        return ImapSettings(**values)
+
+    return make
+
+
+@pytest.fixture
+def folder(dovecot):
+    """Create a uuid-named folder under INBOX for this test alone (others share the Dovecot users)."""
+    from helpdesk.mail.imap import ImapSession
+
+    name = f"INBOX.t{uuid.uuid4().hex}"
+    with ImapSession(dovecot()) as session:
+        session.create_folder(name)
+    yield name
+    with ImapSession(dovecot()) as session:
+        # Children first: Dovecot refuses to delete a folder that still has sub-folders.
+        mine = [f for f in session.list_folders() if f == name or f.startswith(name + ".")]
+        for each in sorted(mine, key=len, reverse=True):
+            session.delete_folder(each)

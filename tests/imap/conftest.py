@@ -2,48 +2,17 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
-from helpdesk.mail.imap import ImapSession, ImapSettings
-
-HOST = "127.0.0.1"
-
+from helpdesk.mail.imap import ImapSettings
 
 @pytest.fixture
-def imap_settings(services) -> Callable[..., ImapSettings]:
-    """Return a factory of settings for the test Dovecot (STARTTLS port, support user by default)."""
-
-    def make(**overrides) -> ImapSettings:
-        values = {
-            "host": HOST,
-            "port": int(services["HELPDESK_TEST_IMAP_PORT"]),
-            "security": "starttls",
-            "username": "support@example.test",
-            "password": "supportpw",
-            "ca_file": services["HELPDESK_TEST_CA"],
-            "timeout": 10.0,
-        }
-        values.update(overrides)
-        return ImapSettings(**values)
-
-    return make
-
-
-@pytest.fixture
-def folder(imap_settings) -> Iterator[str]:
-    """Create a uuid-named folder under INBOX for this test alone and remove it afterwards."""
-    name = f"INBOX.t{uuid.uuid4().hex}"
-    with ImapSession(imap_settings()) as session:
-        session.create_folder(name)
-    yield name
-    with ImapSession(imap_settings()) as session:
-        # Children first: Dovecot refuses to delete a folder that still has sub-folders.
-        mine = [f for f in session.list_folders() if f == name or f.startswith(name + ".")]
-        for each in sorted(mine, key=len, reverse=True):
-            session.delete_folder(each)
-
+def imap_settings(dovecot, services) -> Callable[..., ImapSettings]:
+    """Return a factory of settings for the test Dovecot's plain/STARTTLS port (STARTTLS by default)."""
+    port = int(services["HELPDESK_TEST_IMAP_PORT"])
+    return lambda **overrides: dovecot(**{"security": "starttls", "port": port, **overrides})
 
 @pytest.fixture
 def make_message() -> Callable[[int], bytes]:

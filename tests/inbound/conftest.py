@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
@@ -27,29 +27,9 @@ def app_config(app_config, services) -> dict:
 
 
 @pytest.fixture
-def imap(services) -> Callable[..., ImapSettings]:
+def imap(dovecot) -> Callable[..., ImapSettings]:
     """Return a factory of settings for the test Dovecot's implicit-TLS port."""
-
-    def make(**overrides) -> ImapSettings:
-        values = dict(host=HOST, port=int(services["HELPDESK_TEST_IMAPS_PORT"]), security="ssl", username=USER,
-                      password=PASSWORD, ca_file=services["HELPDESK_TEST_CA"], timeout=10.0)
-        values.update(overrides)
-        return ImapSettings(**values)
-
-    return make
-
-
-@pytest.fixture
-def folder(imap) -> Iterator[str]:
-    """Create a uuid-named folder for this test alone (other workers share the Dovecot users)."""
-    name = f"INBOX.t{uuid.uuid4().hex}"
-    with ImapSession(imap()) as session:
-        session.create_folder(name)
-    yield name
-    with ImapSession(imap()) as session:
-        mine = [f for f in session.list_folders() if f == name or f.startswith(name + ".")]
-        for each in sorted(mine, key=len, reverse=True):
-            session.delete_folder(each)
+    return dovecot
 
 
 @pytest.fixture
