@@ -104,6 +104,11 @@ def save_config(form_data: Mapping[str, Any], agent: Agent | None) -> SmtpConfig
     return config
 
 
+def _points_elsewhere(form: SmtpForm, stored: SmtpConfig) -> bool:
+    host, username = (form.host.data or "").strip().lower(), (form.username.data or "").strip().lower()
+    return host != (stored.host or "").lower() or username != (stored.username or "").lower()
+
+
 def settings_from_form(form: SmtpForm, stored: SmtpConfig) -> SmtpSettings:
     """Return SmtpSettings from the values now in the form, saved or not; a blank password uses the stored one.
 
@@ -111,7 +116,8 @@ def settings_from_form(form: SmtpForm, stored: SmtpConfig) -> SmtpSettings:
     """
     if form.password.data:
         password = form.password.data
-    elif form.clear_password.data:
+    elif form.clear_password.data or _points_elsewhere(form, stored):
+        # The stored password only ever goes to the server and account it was saved for.
         password = ""
     else:
         password = _box().open(stored.password_encrypted)

@@ -170,3 +170,21 @@ def test_without_javascript_the_full_page_comes_back_with_the_result(admin_clien
     assert "Test message sent" in html
     assert "type it again before" in html  # ... except the password, which is never sent back
     assert len(server.received) == 1
+
+
+def test_the_stored_password_never_goes_to_another_server(admin_client, smtp_server):
+    from helpdesk.extensions import db
+    from helpdesk.services.smtp_config import save_config
+
+    real = smtp_server("starttls")
+    other = smtp_server("starttls")
+    save_config({"host": real.host, "port": real.port, "security": "starttls", "username": real.username,
+                 "password": real.password, "from_address": "support@helpdesk.test", "from_name": "",
+                 "verify_tls": True, "timeout": 10}, None)
+    db.session.commit()
+    html = admin_client.auth.post("/admin/settings/email/outbound/test", {
+        "host": "localhost", "port": str(other.port), "security": "starttls", "username": real.username,
+        "password": "", "from_address": "support@helpdesk.test", "from_name": "", "verify_tls": "y",
+        "timeout": "10", "test_to": "admin@example.test"}, headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert "Test failed" in html
+    assert other.received == []
