@@ -27,9 +27,13 @@ def outbound():
     config = smtp_config.get_config()
     form = OutboundForm(obj=config, test_to=current_user.email)
     if form.validate_on_submit():
-        smtp_config.save_config(form.data, current_user)
+        had_password = bool(config.password_encrypted)
+        saved = smtp_config.save_config(form.data, current_user)
         db.session.commit()
         flash("Settings saved", "success")
+        if had_password and not saved.password_encrypted and not form.clear_password.data:
+            flash("The stored password was for another server or username and was removed: enter the "
+                  "password for this one.", "warning")
         return redirect(url_for("admin_email.outbound"))
     return render_template("admin_email/outbound.html", **_page(form, config, result=None))
 

@@ -79,8 +79,13 @@ def load_smtp_settings() -> tuple[SmtpSettings, str, str] | None:
 
 
 def save_config(form_data: Mapping[str, Any], agent: Agent | None) -> SmtpConfig:
-    """Store the submitted settings; a blank password keeps the stored one. The caller commits."""
+    """Store the submitted settings; a blank password keeps the stored one for the same host and username.
+
+    The caller commits.
+    """
     config = get_config()
+    moved = ((form_data.get("host") or "").strip().lower() != (config.host or "").lower()
+             or (form_data.get("username") or "").strip().lower() != (config.username or "").lower())
     config.host = (form_data.get("host") or "").strip()
     config.port = int(form_data["port"])
     config.security = form_data.get("security") or "starttls"
@@ -93,7 +98,8 @@ def save_config(form_data: Mapping[str, Any], agent: Agent | None) -> SmtpConfig
     password = form_data.get("password") or ""
     if password:
         config.password_encrypted = _box().seal(password)
-    elif form_data.get("clear_password"):
+    elif form_data.get("clear_password") or moved:
+        # A stored password belongs to its server and account: a new host or username drops it.
         config.password_encrypted = ""
     config.updated_at = utcnow()
     config.updated_by_id = agent.id if agent is not None else None

@@ -133,11 +133,12 @@ def test_blank_password_keeps_the_stored_one(admin_client, app):
     admin_client.auth.post(URL, form())
     before = stored().password_encrypted
 
-    response = admin_client.auth.post(URL, form(password="", host="smtp2.example.test", verify_tls=None))
+    # Same host and username (the password belongs to them), other port and verification.
+    response = admin_client.auth.post(URL, form(password="", port="2587", verify_tls=None))
 
     assert response.status_code == 302
     config = stored()
-    assert config.host == "smtp2.example.test"
+    assert config.port == 2587
     assert config.verify_tls is False  # an unticked box is a choice, not "keep"
     assert config.password_encrypted == before
     assert CredentialBox(app.config["CREDENTIALS_KEY"]).open(config.password_encrypted) == SECRET
@@ -217,3 +218,21 @@ def test_password_stays_out_of_logs(admin_client, caplog, monkeypatch, closed_po
     assert SECRET not in caplog.text  # ... without the password
     assert "SMTP settings saved" in caplog.text
     assert "Test SMTP by agent" in caplog.text
+
+
+def test_a_new_host_drops_the_stored_password(admin_client):
+    from helpdesk.extensions import db
+    from helpdesk.models import SmtpConfig
+
+    form = {"host": "smtp.example.test", "port": "587", "security": "starttls", "username": "me@example.test",
+            "password": "first-secret", "from_address": "support@example.test", "from_name": "",
+            "verify_tls": "y", "timeout": "15"}
+    admin_client.auth.post("/admin/settings/email/outbound", form)
+    same = admin_client.auth.post("/admin/settings/email/outbound", {**form, "password": ""}, follow_redirects=True)
+    assert "was for another server" not in same.get_data(as_text=True)
+    assert db.session.scalar(db.select(SmtpConfig)).password_encrypted
+    moved = admin_client.auth.post("/admin/settings/email/outbound",
+                                   {**form, "password": "", "host": "mail.elsewhere.test"}, follow_redirects=True)
+    assert "was for another server or username and was removed" in moved.get_data(as_text=True)
+    db.session.expire_all()
+    assert db.session.scalar(db.select(SmtpConfig)).password_encrypted == ""
