@@ -36,9 +36,13 @@ def inbound_edit(mailbox_id: int | None = None):
     if request.method == "POST" and request.form.get("preset") in imap.PROVIDER_PRESETS:
         _apply_preset(form, request.form["preset"])
     elif form.validate_on_submit():
+        had_password = bool(mailbox and mailbox.password_encrypted)
         mailbox = mailboxes.save_mailbox(mailbox, form.values(), form.password.data or "", current_user)
         db.session.commit()
         flash(f"Mailbox “{mailbox.name}” saved.", "success")
+        if had_password and not mailbox.password_encrypted:
+            flash("The stored password was for another server or username and was removed: enter the "
+                  "password for this one.", "warning")
         return redirect(url_for("admin_email.inbound_edit", mailbox_id=mailbox.id))
     return render_template(PAGE, **_page(mailbox, form))
 

@@ -64,16 +64,24 @@ def ensure_default_mailbox() -> Mailbox:
 
 
 def save_mailbox(mailbox: Mailbox | None, values: MailboxValues, password: str, agent: Agent | None) -> Mailbox:
-    """Store the edited settings; a blank password keeps the stored one (caller commits)."""
+    """Store the edited settings; a blank password keeps the stored one for the same host and username.
+
+    The caller commits.
+    """
     if mailbox is None:
         mailbox = Mailbox()
         db.session.add(mailbox)
     moved = mailbox.id is not None and any(
         (getattr(mailbox, name) or "") != (getattr(values, name) or "") for name in _WHERE_FIELDS)
+    # A stored password belongs to its server and account: a new host or username drops it.
+    new_account = mailbox.id is not None and any(
+        (getattr(mailbox, name) or "").lower() != (getattr(values, name) or "").lower() for name in ("host", "username"))
     for name, value in vars(values).items():
         setattr(mailbox, name, value)
     if password:
         mailbox.password_encrypted = credential_box().seal(password)
+    elif new_account:
+        mailbox.password_encrypted = ""
     if moved:
         mailbox.uidvalidity = None
         mailbox.last_uid = 0

@@ -255,3 +255,18 @@ def test_add_and_delete_mailboxes(admin_client, services, folder):
     assert "Mailbox “Billing” deleted" in gone.get_data(as_text=True)
     db.session.expire_all()
     assert db.session.get(Mailbox, billing.id) is None
+
+
+def test_a_new_host_or_username_drops_the_stored_imap_password(app, make_mailbox):
+    from dataclasses import replace
+
+    from helpdesk.services import mailboxes
+
+    mailbox = make_mailbox()
+    values = mailboxes.mailbox_values(mailbox)
+    mailboxes.save_mailbox(mailbox, replace(values, poll_interval=300), "", None)
+    assert mailboxes.stored_password(mailbox) == "supportpw"  # same server and account: kept
+    mailboxes.save_mailbox(mailbox, replace(values, host="imap.elsewhere.test"), "", None)
+    assert mailbox.password_encrypted == ""
+    mailboxes.save_mailbox(mailbox, replace(values, host="imap.elsewhere.test", username="x@y.test"), "new-pw", None)
+    assert mailboxes.stored_password(mailbox) == "new-pw"
