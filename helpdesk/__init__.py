@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 
+from dotenv import load_dotenv
 from flask import Flask, render_template
 
 from helpdesk import config as config_module
@@ -13,18 +14,12 @@ from helpdesk.extensions import csrf, db, htmx, login_manager, migrate
 def create_app(config: dict | None = None) -> Flask:
     """Build the app from the environment, with `config` overriding it (tests pass theirs)."""
     app = Flask(__name__, instance_relative_config=True)
-    try:
-        from dotenv import load_dotenv
-
-        load_dotenv()
-    except ImportError:  # python-dotenv is optional at run time
-        pass
+    load_dotenv()
     app.config.from_mapping(config_module.from_environment(app.instance_path))
     app.config.update(
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         MAX_CONTENT_LENGTH=64 * 1024 * 1024,
-        PER_PAGE=25,
     )
     if config:
         app.config.update(config)
@@ -99,6 +94,6 @@ def _register_cli(app: Flask) -> None:
 def _register_template_helpers(app: Flask) -> None:
     from helpdesk import web
 
-    app.jinja_env.globals.update(page_url=web.page_url, has_endpoint=web.has_endpoint)
+    app.jinja_env.globals.update(page_url=web.page_url)
     app.jinja_env.filters["when"] = web.format_when
     app.jinja_env.filters["filesize"] = web.format_size

@@ -57,9 +57,3 @@ def format_size(size: int | None) -> str:
         size /= 1024
     return f"{size} B"
 
-
-def has_endpoint(name: str) -> bool:
-    """Tell templates whether a route exists (tabs show only the screens that are built)."""
-    from flask import current_app
-
-    return name in current_app.view_functions

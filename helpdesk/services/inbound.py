@@ -27,7 +27,8 @@ from helpdesk.mail.secrets import CredentialError
 from helpdesk.models import Mailbox
 from helpdesk.models._time import utcnow
 from helpdesk.services import mailboxes
-from helpdesk.services.ingest import IngestResult, ingest_mail, own_addresses
+from helpdesk.services.ingest import IngestResult, ingest_mail
+from helpdesk.services.mailboxes import own_addresses
 
 log = logging.getLogger(__name__)
 

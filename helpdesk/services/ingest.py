@@ -28,11 +28,11 @@ from helpdesk.mail.freemail import is_free_mail
 from helpdesk.mail.html import sanitise
 from helpdesk.mail.parse import ParsedMail, parse
 from helpdesk.mail.trim import trim_reply
-from helpdesk.models import (Comment, Contact, Customer, CustomerDomain, InboundMail, Mailbox, OutboundMessage,
-                             SmtpConfig, Ticket)
+from helpdesk.models import Comment, Contact, Customer, CustomerDomain, InboundMail, OutboundMessage, Ticket
 from helpdesk.models._time import utcnow
 from helpdesk.models.mail import INBOUND_OUTCOMES
 from helpdesk.services.attachments import add_attachment, attachment_store
+from helpdesk.services.mailboxes import own_addresses
 from helpdesk.services.tickets import add_comment, open_ticket
 from helpdesk.storage import LocalStore, StorageError
 
@@ -417,13 +417,6 @@ def _existing_ticket_id(ticket_id: int | None) -> int | None:
     if ticket_id is None:
         return None
     return ticket_id if db.session.get(Ticket, ticket_id) is not None else None
-
-
-def own_addresses() -> frozenset[str]:
-    """Return the helpdesk's own From addresses and mailbox logins, whose mail is never ingested."""
-    smtp = db.session.scalars(db.select(SmtpConfig.from_address))
-    mailboxes = db.session.execute(db.select(Mailbox.reply_from_address, Mailbox.username)).all()
-    return route.own_addresses([*smtp, *(a for row in mailboxes for a in row)])
 
 
 # ---------------------------------------------------------------------------

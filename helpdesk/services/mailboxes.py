@@ -7,9 +7,10 @@ from flask import current_app
 
 from helpdesk.extensions import db
 from helpdesk.mail.imap import ImapSettings
-from helpdesk.mail.secrets import CredentialBox
-from helpdesk.models import Agent, InboundMail, Mailbox
+from helpdesk.mail import route
+from helpdesk.models import Agent, InboundMail, Mailbox, SmtpConfig
 from helpdesk.models._time import utcnow
+from helpdesk.services import credential_box
 
 DEFAULT_NAME = "Support"
 POLL_TIMEOUT = 30.0  # seconds per IMAP command while polling
@@ -36,11 +37,6 @@ class MailboxValues:
 
 # Changing any of these points the checkpoint at another folder: its UIDs mean nothing there.
 _WHERE_FIELDS = ("host", "username", "folder")
-
-
-def credential_box() -> CredentialBox:
-    """Return the box that seals stored mailbox passwords."""
-    return CredentialBox(current_app.config["CREDENTIALS_KEY"])
 
 
 def list_mailboxes() -> list[Mailbox]:
@@ -132,3 +128,10 @@ def password_for_test(mailbox: Mailbox | None, values: MailboxValues, typed: str
 def mailbox_values(mailbox: Mailbox) -> MailboxValues:
     """Return the editable settings of a stored mailbox."""
     return MailboxValues(**{name: getattr(mailbox, name) for name in MailboxValues.__dataclass_fields__})
+
+
+def own_addresses() -> frozenset[str]:
+    """Return the helpdesk's own From addresses and mailbox logins, lowercased: mail to or from them loops."""
+    smtp = db.session.scalars(db.select(SmtpConfig.from_address))
+    boxes = db.session.execute(db.select(Mailbox.reply_from_address, Mailbox.username)).all()
+    return route.own_addresses([*smtp, *(a for row in boxes for a in row)])

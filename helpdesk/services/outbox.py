@@ -34,13 +34,14 @@ from sqlalchemy import Row, func, inspect, or_, true, update
 from sqlalchemy.orm import make_transient_to_detached
 
 from helpdesk.extensions import db
-from helpdesk.mail import tokens
+from helpdesk.mail import route, tokens
 from helpdesk.mail.compose import OutgoingMail, compose, is_automatic_recipient_blocked
 from helpdesk.mail.render import RenderedMail
 from helpdesk.mail.secrets import CredentialError
 from helpdesk.mail.smtp import SmtpError, SmtpSession, SmtpSettings, needs_smtputf8
-from helpdesk.models import Attachment, Comment, Mailbox, OutboundMessage, SmtpConfig, Ticket, TicketEvent
+from helpdesk.models import Attachment, Comment, OutboundMessage, SmtpConfig, Ticket, TicketEvent
 from helpdesk.models._time import utcnow
+from helpdesk.services.mailboxes import own_addresses
 from helpdesk.storage import StorageError
 
 log = logging.getLogger(__name__)
@@ -166,10 +167,10 @@ def _configured_sender() -> tuple[str, str]:
 
 def _own_addresses(from_address: str) -> set[str]:
     """Return every address that lands in our own mailboxes: a mail to one would loop."""
-    own = {from_address, _configured_sender()[0]}
-    for username, reply_from in db.session.execute(db.select(Mailbox.username, Mailbox.reply_from_address)):
-        own.update((username, reply_from))
-    return {a.strip().lower() for a in own if a and "@" in a}
+    scratch = _transaction_scratch()  # read once per transaction, like the sender
+    if "own" not in scratch:
+        scratch["own"] = own_addresses()
+    return set(scratch["own"]) | route.own_addresses([from_address])
 
 
 def _automatic_block_reason(recipients: list[str], from_address: str) -> str | None:

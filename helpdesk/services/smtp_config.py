@@ -12,10 +12,10 @@ from typing import Any, Protocol
 from flask import current_app
 
 from helpdesk.extensions import db
-from helpdesk.mail.secrets import CredentialBox
 from helpdesk.mail.smtp import SmtpSettings
 from helpdesk.models import Agent, SmtpConfig
 from helpdesk.models._time import utcnow
+from helpdesk.services import credential_box
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +35,6 @@ class SmtpForm(Protocol):
     clear_password: _Field
     verify_tls: _Field
     timeout: _Field
-
-
-def _box() -> CredentialBox:
-    return CredentialBox(current_app.config["CREDENTIALS_KEY"])
 
 
 def _stored_config() -> SmtpConfig | None:
@@ -72,7 +68,7 @@ def load_smtp_settings() -> tuple[SmtpSettings, str, str] | None:
         return None
     settings = SmtpSettings(
         host=config.host, port=config.port, security=config.security, username=config.username,
-        password=_box().open(config.password_encrypted), verify_tls=config.verify_tls,
+        password=credential_box().open(config.password_encrypted), verify_tls=config.verify_tls,
         timeout=float(config.timeout), ca_file=current_app.config.get("TLS_CA_FILE"),
     )
     return settings, config.from_address, config.from_name
@@ -97,7 +93,7 @@ def save_config(form_data: Mapping[str, Any], agent: Agent | None) -> SmtpConfig
     config.timeout = int(form_data.get("timeout") or 15)
     password = form_data.get("password") or ""
     if password:
-        config.password_encrypted = _box().seal(password)
+        config.password_encrypted = credential_box().seal(password)
     elif form_data.get("clear_password") or moved:
         # A stored password belongs to its server and account: a new host or username drops it.
         config.password_encrypted = ""
@@ -126,7 +122,7 @@ def settings_from_form(form: SmtpForm, stored: SmtpConfig) -> SmtpSettings:
         # The stored password only ever goes to the server and account it was saved for.
         password = ""
     else:
-        password = _box().open(stored.password_encrypted)
+        password = credential_box().open(stored.password_encrypted)
     return SmtpSettings(
         host=(form.host.data or "").strip(), port=int(form.port.data), security=form.security.data,
         username=(form.username.data or "").strip(), password=password, verify_tls=bool(form.verify_tls.data),

@@ -4,7 +4,7 @@ from flask_login import current_user
 from wtforms.fields.choices import SelectChoice
 
 from helpdesk.extensions import db
-from helpdesk.mail.render import MACRO_VARIABLES, render_text
+from helpdesk.mail.render import CATALOGUE, MACRO_VARIABLES, render_text, unknown_placeholders
 from helpdesk.models import Agent, Attachment, Contact, Customer, Macro, Ticket, TicketEvent
 from helpdesk.models.tickets import STATUSES
 from helpdesk.services import tickets as ticket_service
@@ -170,8 +170,6 @@ def edit_macro(macro_id: int | None = None):
             db.session.commit()
             flash(f"Macro “{macro.name}” saved.", "success")
             return redirect(url_for("tickets.macros"))
-    from helpdesk.mail.render import CATALOGUE, unknown_placeholders
-
     unknown = unknown_placeholders(form.body.data or "", MACRO_VARIABLES)
     return render_template("tickets/macro_form.html", form=form, macro=macro, unknown=unknown,
                            variables=[(name, CATALOGUE[name]) for name in MACRO_VARIABLES])
