@@ -26,12 +26,13 @@ def services():
 
     # Not under pytest's tmp folder: that one is private to root, and Dovecot and PostgreSQL run as other users.
     state = Path(tempfile.mkdtemp(prefix="helpdesk-services."))
-    subprocess.run(["bash", str(HERE / "services" / "start.sh"), str(state), sys.executable], check=True)
-    env = {}
-    for line in (state / "env").read_text().splitlines():
-        key, _, value = line.removeprefix("export ").partition("=")
-        env[key] = value
     try:
+        # Inside the try: servers started before a failing one are stopped too.
+        subprocess.run(["bash", str(HERE / "services" / "start.sh"), str(state), sys.executable], check=True)
+        env = {}
+        for line in (state / "env").read_text().splitlines():
+            key, _, value = line.removeprefix("export ").partition("=")
+            env[key] = value
         yield env
     finally:
         subprocess.run(["bash", str(HERE / "services" / "stop.sh"), str(state)], check=False)

@@ -3,6 +3,7 @@
 # Usage: start.sh STATE_DIR PYTHON   — writes STATE_DIR/env (shell exports) and STATE_DIR/pids.
 set -euo pipefail
 ST=$(realpath -m "$1"); PY=$(realpath -s "$2"); HERE=$(cd "$(dirname "$0")" && pwd)
+cd /  # su postgres cannot enter a private working folder, and says so
 BIN=$(dirname "$PY")
 rm -rf "$ST"; mkdir -p "$ST"; chmod 755 "$ST"; : > "$ST/pids"  # dovecot and postgres run as other users
 read -r P_IMAP P_IMAPS P_REDIS P_S3 P_MASTER P_VOLUME P_FILER P_PG P_OAUTH < <("$PY" "$HERE/freeports.py" 9 | tr "\n" " "; echo)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Stop what start.sh started, by pid. Usage: stop.sh STATE_DIR
 ST=$(realpath -m "$1")
+cd /  # su postgres cannot enter a private working folder, and says so
 [ -f "$ST/pids" ] || exit 0
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 [ -f "$ST/pg/data/postmaster.pid" ] && su postgres -c "$PGBIN/pg_ctl -D $ST/pg/data -m fast -w stop" > /dev/null
