@@ -35,7 +35,9 @@ def on_ticket_created(ticket: Ticket, agent: Agent | None = None, notify: bool =
     """Confirm a new ticket to its contact, unless the mail that opened it was automatic (notify=False)."""
     if not notify or ticket.contact is None:
         return
-    _notify_contact("new_ticket", ticket, agent, automatic=True)
+    # The confirmation answers the mail that opened the ticket; there is no later one yet.
+    threading = {"in_reply_to": ticket.message_id, "references": [ticket.message_id]} if ticket.message_id else {}
+    _notify_contact("new_ticket", ticket, agent, automatic=True, threading=threading)
 
 
 def on_public_reply(ticket: Ticket, agent: Agent | None = None, comment: Comment | None = None,
@@ -56,10 +58,10 @@ def on_ticket_resolved(ticket: Ticket, agent: Agent | None = None, **_: object) 
 
 
 def _notify_contact(kind: str, ticket: Ticket, agent: Agent | None, *, automatic: bool,
-                    comment: Comment | None = None, **values: str) -> None:
+                    comment: Comment | None = None, threading: dict | None = None, **values: str) -> None:
     rendered = render_notification(kind, ticket_values(ticket, agent, **values))
     if rendered is None:
         log.info("%s mail for ticket %s not sent: the template is disabled", kind, ticket.number)
         return
     outbox.queue_mail(kind=kind, to=[ticket.contact.email], rendered=rendered, ticket=ticket,
-                      comment=comment, automatic=automatic)
+                      comment=comment, automatic=automatic, **(threading or {}))

@@ -7,7 +7,8 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from flask import Flask, current_app, has_app_context
 from sqlalchemy import event
@@ -16,6 +17,7 @@ from sqlalchemy.orm import Session
 log = logging.getLogger(__name__)
 QUEUE_NAME = "helpdesk"
 _PENDING = "helpdesk_pending_jobs"
+_GATHERED = "helpdesk_gathered_jobs"
 _worker_app: Flask | None = None
 
 
@@ -37,13 +39,53 @@ def with_app_context(func: Callable) -> Callable:
     return wrapped
 
 
-def enqueue(func: Callable, *args, retry: bool = False) -> None:
-    """Queue func(*args) to start once the current database transaction commits."""
+def enqueue(func: Callable, *args, retry: bool = False, merge: bool = False) -> None:
+    """Queue func(*args) to start once the current database transaction commits.
+
+    merge=True: inside `gathered()`, the calls of func are merged into one call with every
+    argument (func must take any number of ids).
+    """
     from helpdesk.extensions import db
 
     # Begin the transaction now, so a rollback (which only fires events for a begun one) drops the job.
     db.session.connection()
-    db.session.info.setdefault(_PENDING, []).append((func, args, retry))
+    db.session.info.setdefault(_PENDING, []).append((func, args, retry, merge))
+
+
+@contextmanager
+def gathered() -> Iterator[None]:
+    """Hold back the jobs that the block's committed transactions queue, and dispatch them at its end.
+
+    A poll commits each mail on its own; without this, each commit would hand its own send job
+    to Redis. Jobs of rolled-back transactions are dropped as usual.
+    """
+    from helpdesk.extensions import db
+
+    session = db.session()
+    held = session.info[_GATHERED] = []
+    try:
+        yield
+    finally:
+        session.info.pop(_GATHERED, None)
+        if held and has_app_context():
+            app = current_app._get_current_object()
+            for func, args, retry in _merged(held):
+                dispatch(app, func, args, retry)
+
+
+def _merged(jobs: list[tuple]) -> list[tuple[Callable, tuple, bool]]:
+    merged: dict[Callable, list] = {}
+    out: list[list] = []
+    for func, args, retry, merge in jobs:
+        if merge and func in merged:
+            merged[func][1] += args
+            merged[func][2] = merged[func][2] or retry
+            continue
+        job = [func, tuple(args), retry]
+        out.append(job)
+        if merge:
+            merged[func] = job
+    return [(func, tuple(args), retry) for func, args, retry in out]
 
 
 @event.listens_for(Session, "after_commit")
@@ -51,8 +93,12 @@ def _dispatch_pending(session: Session) -> None:
     pending = session.info.pop(_PENDING, None)
     if not pending or not has_app_context():
         return
+    held = session.info.get(_GATHERED)
+    if held is not None:
+        held.extend(pending)
+        return
     app = current_app._get_current_object()
-    for func, args, retry in pending:
+    for func, args, retry, _merge in pending:
         dispatch(app, func, args, retry)
 
 

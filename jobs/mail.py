@@ -5,11 +5,11 @@ from jobs import with_app_context
 
 
 @with_app_context
-def send_outbox(outbound_id: int) -> None:
-    """Send one outbox mail; raising makes RQ retry a transient failure."""
+def send_outbox(outbound_id: int, *more_ids: int) -> None:
+    """Send outbox mails (one, or several queued by a poll); raising makes RQ retry a transient failure."""
     from helpdesk.services import outbox
 
-    outbox.send(outbound_id)
+    outbox.send(outbound_id, *more_ids)
 
 
 @with_app_context

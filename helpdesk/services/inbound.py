@@ -14,7 +14,8 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -22,11 +23,14 @@ from flask import current_app
 from sqlalchemy import or_, update
 
 from helpdesk.extensions import db
+from helpdesk.mail import prefetch
 from helpdesk.mail.imap import ImapError, ImapSession
+from helpdesk.mail.parse import ParsedMail
 from helpdesk.mail.secrets import CredentialError
 from helpdesk.models import Mailbox
 from helpdesk.models._time import utcnow
-from helpdesk.services import mailboxes
+import jobs
+from helpdesk.services import lookups, mailboxes
 from helpdesk.services.ingest import IngestResult, ingest_mail
 from helpdesk.services.mailboxes import own_addresses
 
@@ -36,7 +40,9 @@ BATCH = 50  # mails per FETCH; each batch is marked done with one command
 LOCK_SECONDS = 300  # a poll that dies keeps its mailbox locked this long at most
 BUSY = "another poll is running"
 
+PREFETCH_MIN = 100  # new mails from which a helper process parses while this one stores
 OnResult = Callable[[int, IngestResult], None]
+Fetched = tuple[int, bytes, ParsedMail | None]
 
 
 @dataclass
@@ -159,7 +165,6 @@ def _poll(mailbox_id: int, owner: str, report: PollReport, on_result: OnResult |
     mailbox = db.session.get(Mailbox, mailbox_id)
     if not mailbox.host:
         raise ImapError("config", "No IMAP host is set for this mailbox: fill in the settings and save.")
-    channel = f"mailbox:{mailbox.id}"
     with ImapSession(mailboxes.imap_settings(mailbox)) as session:
         state = session.select(mailbox.folder)
         if mailbox.uidvalidity != state.uidvalidity:
@@ -173,15 +178,39 @@ def _poll(mailbox_id: int, owner: str, report: PollReport, on_result: OnResult |
             mailbox.last_uid = 0
             db.session.commit()
         uids = session.search_uids_since(mailbox.last_uid)
-        # Looked up once per poll, not per mail: a settings change applies from the next poll.
-        own = own_addresses() if uids else frozenset()
-        for start in range(0, len(uids), BATCH):
-            chunk = uids[start:start + BATCH]
-            done: list[int] = []
-            failed = ""
-            for uid, raw in session.fetch_uids(chunk, batch=BATCH):
+        if uids:
+            # Settings (own addresses, templates, SLA targets) are read once per poll, not per
+            # mail: a change applies from the next poll.
+            with lookups.shared(), _fetcher(session, mailbox, uids) as fetched:
+                _ingest_all(session, mailbox_id, owner, uids, fetched, state.uidvalidity, report, on_result)
+
+
+@contextmanager
+def _fetcher(session: ImapSession, mailbox: Mailbox, uids: list[int]) -> Iterator[Iterator[Fetched]]:
+    """Yield the new mails in UID order: parsed by a helper process when there are many, else fetched here."""
+    if len(uids) >= PREFETCH_MIN and prefetch.available():
+        with prefetch.Prefetcher(mailboxes.imap_settings(mailbox), mailbox.folder, uids, BATCH) as helper:
+            yield ((item.uid, item.raw, item.mail) for item in helper)
+    else:
+        yield ((uid, raw, None) for uid, raw in session.fetch_uids(uids, batch=BATCH))
+
+
+def _ingest_all(session: ImapSession, mailbox_id: int, owner: str, uids: list[int], fetched: Iterator[Fetched],
+                uidvalidity: int, report: PollReport, on_result: OnResult | None) -> None:
+    """Ingest the new mails batch by batch: each mail committed, then the batch marked done and checkpointed."""
+    channel = f"mailbox:{mailbox_id}"
+    own = lookups.cached("own_addresses", own_addresses)
+    upcoming = next(fetched, None)
+    for start in range(0, len(uids), BATCH):
+        chunk = uids[start:start + BATCH]
+        done: list[int] = []
+        failed = ""
+        # The batch's confirmation mails go to the workers as one send job, not one per mail.
+        with jobs.gathered():
+            while upcoming is not None and upcoming[0] <= chunk[-1]:
+                uid, raw, parsed = upcoming
                 result = ingest_mail(raw, channel=channel, mailbox_id=mailbox_id, uid=uid,
-                                     uidvalidity=state.uidvalidity, own=own)
+                                     uidvalidity=uidvalidity, own=own, parsed=parsed)
                 report.processed += 1
                 report.outcomes[result.outcome] += 1
                 if on_result is not None:
@@ -192,6 +221,7 @@ def _poll(mailbox_id: int, owner: str, report: PollReport, on_result: OnResult |
                     failed = f"Mail UID {uid} could not be recorded ({result.reason}); it stays on the server."
                     break
                 done.append(uid)
+                upcoming = next(fetched, None)
             mailbox = db.session.get(Mailbox, mailbox_id)
             if done:
                 mark_processed(session, mailbox, done)

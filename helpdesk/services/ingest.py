@@ -85,14 +85,16 @@ class _Settings:
 
 
 def ingest_mail(raw: bytes, *, channel: str = "cli", mailbox_id: int | None = None, uid: int | None = None,
-                uidvalidity: int | None = None, own: frozenset[str] | None = None) -> IngestResult:
+                uidvalidity: int | None = None, own: frozenset[str] | None = None,
+                parsed: ParsedMail | None = None) -> IngestResult:
     """Make a ticket or comment from one raw mail (or ignore or quarantine it), record the outcome, commit.
 
     Each mail is one transaction of its own: call this with no pending changes in the session.
     The same mail on the same channel a second time changes nothing and returns "duplicate".
-    `own` is `own_addresses()` when the caller looked it up once for many mails (a poll).
+    `own` is `own_addresses()` when the caller looked it up once for many mails (a poll);
+    `parsed` is `parse(raw)` when the caller had it parsed already (a poll's helper process).
     """
-    return _ingest(bytes(raw), _Origin(channel, mailbox_id, uid, uidvalidity), own=own)
+    return _ingest(bytes(raw), _Origin(channel, mailbox_id, uid, uidvalidity), own=own, parsed=parsed)
 
 
 def reprocess(inbound_id: int) -> IngestResult:
@@ -137,7 +139,8 @@ def dedupe_key(mail: ParsedMail, raw: bytes) -> str:
 
 
 def _ingest(raw: bytes, origin: _Origin, *, replacing: InboundMail | None = None,
-            loop_check: bool = True, own: frozenset[str] | None = None) -> IngestResult:
+            loop_check: bool = True, own: frozenset[str] | None = None,
+            parsed: ParsedMail | None = None) -> IngestResult:
     started = time.perf_counter()
     mail: ParsedMail | None = None
     key = "sha256:" + hashlib.sha256(raw).hexdigest()
@@ -147,7 +150,7 @@ def _ingest(raw: bytes, origin: _Origin, *, replacing: InboundMail | None = None
     for _attempt in range(2):
         stored: list[str] = []
         try:
-            mail = parse(raw)
+            mail = parsed if parsed is not None else parse(raw)
             key = dedupe_key(mail, raw)
             settings = _settings()
             recent: int | None = None

@@ -41,6 +41,7 @@ from helpdesk.mail.secrets import CredentialError
 from helpdesk.mail.smtp import SmtpError, SmtpSession, SmtpSettings, needs_smtputf8
 from helpdesk.models import Attachment, Comment, OutboundMessage, SmtpConfig, Ticket, TicketEvent
 from helpdesk.models._time import utcnow
+from helpdesk.services import lookups
 from helpdesk.services.mailboxes import own_addresses
 from helpdesk.storage import StorageError
 
@@ -56,7 +57,6 @@ MAX_BACKOFF = timedelta(hours=1)
 BURST_LIMIT = 500  # mails claimed at once by a job or the sweep
 RESULT_BATCH = 50
 RESULT_MAX_DELAY = 0.5  # seconds
-_SCRATCH = "helpdesk_outbox"  # session.info: what queue_mail remembers within one transaction
 # Session-level failures that no retry fixes until an admin changes the settings.
 _SETTINGS_KINDS = frozenset({"auth", "no_auth", "tls", "tls_cert", "wrong_security", "dns"})
 
@@ -120,7 +120,7 @@ def queue_mail(*, kind: str, to: Sequence[str], rendered: RenderedMail, ticket: 
     # of the ORM's flush of one object (a burst of notifications queues hundreds).
     values["id"] = db.session.connection().execute(_INSERT, values).scalar_one()
     message = _as_loaded(values)
-    scratch = _transaction_scratch()
+    scratch = lookups.transaction_scratch()
     if not scratch.get("send_asked"):
         # One send job per transaction: its burst claims every fresh queued mail, and this
         # transaction's mails all commit together. A job per mail would find each one taken.
@@ -144,33 +144,20 @@ def _as_loaded(values: dict) -> OutboundMessage:
     return message
 
 
-def _transaction_scratch() -> dict:
-    """Return what queue_mail remembers for the current transaction (begun if none is open)."""
-    db.session.connection()
-    transaction = db.session().get_transaction()
-    scratch = db.session.info.get(_SCRATCH)
-    if scratch is None or scratch["transaction"] is not transaction:
-        scratch = db.session.info[_SCRATCH] = {"transaction": transaction}
-    return scratch
-
-
 def _configured_sender() -> tuple[str, str]:
     # Only the From Address: no password is decrypted to queue a mail. Read once per
-    # transaction, as a burst queues many mails with one sender.
-    scratch = _transaction_scratch()
-    if "sender" not in scratch:
+    # transaction (or poll), as a burst queues many mails with one sender.
+    def load() -> tuple[str, str]:
         row = db.session.execute(db.select(SmtpConfig.from_address, SmtpConfig.from_name)
                                  .order_by(SmtpConfig.id).limit(1)).first()
-        scratch["sender"] = (row.from_address or "", row.from_name or "") if row else ("", "")
-    return scratch["sender"]
+        return (row.from_address or "", row.from_name or "") if row else ("", "")
+
+    return lookups.cached("sender", load)
 
 
 def _own_addresses(from_address: str) -> set[str]:
     """Return every address that lands in our own mailboxes: a mail to one would loop."""
-    scratch = _transaction_scratch()  # read once per transaction, like the sender
-    if "own" not in scratch:
-        scratch["own"] = own_addresses()
-    return set(scratch["own"]) | route.own_addresses([from_address])
+    return set(lookups.cached("own_addresses", own_addresses)) | route.own_addresses([from_address])
 
 
 def _automatic_block_reason(recipients: list[str], from_address: str) -> str | None:
@@ -227,34 +214,39 @@ def _enqueue_send(outbound_id: int) -> None:
     from jobs import enqueue
     from jobs.mail import send_outbox
 
-    enqueue(send_outbox, outbound_id, retry=True)
+    enqueue(send_outbox, outbound_id, retry=True, merge=True)
 
 
 # --- sending ------------------------------------------------------------------------------
 
-def send(outbound_id: int) -> str:
-    """Send one queued mail (and other fresh ones on the same connection); return its status.
+def send(outbound_id: int, *more_ids: int) -> str:
+    """Send queued mails (and other fresh ones on the same connection); return the first one's status.
 
     Raises the SmtpError of a transient failure so the job retries it later.
     """
-    status = db.session.scalar(db.select(OutboundMessage.status).filter_by(id=outbound_id))
-    if status != "queued":
+    ids = list(dict.fromkeys((outbound_id, *more_ids)))
+    queued = list(db.session.scalars(db.select(OutboundMessage.id).where(
+        OutboundMessage.id.in_(ids), OutboundMessage.status == "queued")))
+    if not queued:
         # Sent already (a retry after a success, or an earlier job's burst took it), failed, or gone.
-        log.info("outbox mail %s not sent by this job: it is %s", outbound_id, status or "gone")
-        return status or "gone"
+        log.info("outbox mail %s not sent by this job: it is %s", outbound_id, _status(outbound_id))
+        return _status(outbound_id)
     try:
         settings = _smtp_settings()
     except OutboxNotConfigured as exc:
-        _note_not_sendable([outbound_id], str(exc))
-        return "queued"
-    claimed = claim([outbound_id])
+        _note_not_sendable(queued, str(exc))
+        return _status(outbound_id)
+    claimed = claim(queued)
     if not claimed:
-        status = db.session.scalar(db.select(OutboundMessage.status).filter_by(id=outbound_id))
-        log.info("outbox mail %s not sent by this job: it is %s", outbound_id, status or "gone")
-        return status or "gone"
+        log.info("outbox mail %s not sent by this job: it is %s", outbound_id, _status(outbound_id))
+        return _status(outbound_id)
     result = send_claimed(claimed, settings, drain=True)
-    if outbound_id in result.deferred and result.error is not None and result.error.transient:
+    if set(ids) & set(result.deferred) and result.error is not None and result.error.transient:
         raise result.error
+    return _status(outbound_id)
+
+
+def _status(outbound_id: int) -> str:
     return db.session.scalar(db.select(OutboundMessage.status).filter_by(id=outbound_id)) or "gone"
 
 

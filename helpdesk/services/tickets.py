@@ -8,6 +8,7 @@ from helpdesk.extensions import db
 from helpdesk.models import Agent, Comment, Contact, Customer, SlaPolicy, Ticket
 from helpdesk.models._time import utcnow
 from helpdesk.models.tickets import PRIORITIES, STATUSES
+from helpdesk.services import lookups
 
 
 class TicketError(ValueError):
@@ -36,14 +37,21 @@ def open_ticket(*, title: str, description: str = "", contact: Contact | None = 
 
 def apply_sla(ticket: Ticket) -> None:
     """Set the first-response and resolution due times from the priority's SLA policy."""
-    policy = db.session.scalar(db.select(SlaPolicy).filter_by(priority=ticket.priority))
+    targets = lookups.cached("sla_targets", _sla_targets).get(ticket.priority)
     start = ticket.created_at or utcnow()
-    if policy is None:
+    if targets is None:
         ticket.first_response_due_at = ticket.resolution_due_at = None
         return
+    first_response_minutes, resolution_minutes = targets
     if ticket.first_responded_at is None:
-        ticket.first_response_due_at = start + timedelta(minutes=policy.first_response_minutes)
-    ticket.resolution_due_at = start + timedelta(minutes=policy.resolution_minutes)
+        ticket.first_response_due_at = start + timedelta(minutes=first_response_minutes)
+    ticket.resolution_due_at = start + timedelta(minutes=resolution_minutes)
+
+
+def _sla_targets() -> dict[str, tuple[int, int]]:
+    rows = db.session.execute(db.select(SlaPolicy.priority, SlaPolicy.first_response_minutes,
+                                        SlaPolicy.resolution_minutes))
+    return {priority: (first, resolution) for priority, first, resolution in rows}
 
 
 def add_comment(ticket: Ticket, body: str, *, public: bool = True, agent: Agent | None = None,
