@@ -9,6 +9,7 @@ import tempfile
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -109,6 +110,56 @@ class AttachmentStore(ABC):
     @abstractmethod
     def check(self) -> None:
         """Raise StorageError when the store cannot be used."""
+
+
+UPLOAD_THREADS = 4
+_uploads_pool: ThreadPoolExecutor | None = None
+
+
+def _upload_pool() -> ThreadPoolExecutor:
+    global _uploads_pool
+    if _uploads_pool is None:
+        _uploads_pool = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="helpdesk-upload")
+    return _uploads_pool
+
+
+def _forget_upload_pool() -> None:
+    # A forked child (an RQ work-horse) inherits the pool but not its threads.
+    global _uploads_pool
+    _uploads_pool = None
+
+
+os.register_at_fork(after_in_child=_forget_upload_pool)
+
+
+class Uploads:
+    """Several puts running in the background while the caller does other work (its database writes)."""
+
+    def __init__(self, store: AttachmentStore, files: list[tuple[bytes, str]]) -> None:
+        """Start storing each (data, content_type) of `files`."""
+        pool = _upload_pool()
+        self._futures = [pool.submit(store.put, data, content_type=content_type) for data, content_type in files]
+
+    def results(self) -> list[StoredObject]:
+        """Wait for every put; return what was stored in order, or raise the first StorageError."""
+        done = [self._outcome(future) for future in self._futures]
+        for outcome in done:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return done
+
+    def stored_keys(self) -> list[str]:
+        """Wait for every put; return the keys that were stored (for the caller to remove on failure)."""
+        return [o.key for o in map(self._outcome, self._futures) if isinstance(o, StoredObject)]
+
+    @staticmethod
+    def _outcome(future: Future) -> StoredObject | BaseException:
+        try:
+            return future.result()
+        except StorageError as exc:
+            return exc
+        except Exception as exc:  # noqa: BLE001 - any failure of a put is the store's failure to the caller
+            return StorageError(f"Cannot store attachment: {type(exc).__name__}: {exc}")
 
 
 class LocalStore(AttachmentStore):

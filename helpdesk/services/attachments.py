@@ -7,7 +7,8 @@ from flask import current_app
 
 from helpdesk.extensions import db
 from helpdesk.models import Attachment, Comment, Ticket
-from helpdesk.storage import AttachmentStore, make_store
+from helpdesk.models._rows import insert_row
+from helpdesk.storage import AttachmentStore, StoredObject, make_store
 
 
 def attachment_store() -> AttachmentStore:
@@ -28,9 +29,18 @@ def add_attachment(ticket: Ticket, data: bytes | BinaryIO, *, filename: str, con
                    content_id: str | None = None, inline: bool = False) -> Attachment:
     """Store the bytes, then link them to the ticket (and comment)."""
     stored = attachment_store().put(data, content_type=content_type or "application/octet-stream", size=size)
-    attachment = Attachment(
-        ticket=ticket, comment=comment, filename=(filename or "attachment")[:255],
-        content_type=(content_type or "application/octet-stream")[:255], size=stored.size,
-        sha256=stored.sha256, storage_key=stored.key, content_id=content_id, inline=inline)
-    db.session.add(attachment)
-    return attachment
+    return link_attachment(ticket, stored, filename=filename, content_type=content_type, comment=comment,
+                           content_id=content_id, inline=inline)
+
+
+def link_attachment(ticket: Ticket, stored: StoredObject, *, filename: str, content_type: str,
+                    comment: Comment | None = None, content_id: str | None = None,
+                    inline: bool = False) -> Attachment:
+    """Link bytes already in the store to the ticket (and comment)."""
+    if ticket.id is None or (comment is not None and comment.id is None):
+        db.session.flush()  # the attachment row refers to them
+    # A Core INSERT (ids only, no collections touched): a poll links hundreds of files in a row.
+    return insert_row(Attachment, dict(
+        ticket_id=ticket.id, comment_id=comment.id if comment is not None else None,
+        filename=(filename or "attachment")[:255], content_type=(content_type or "application/octet-stream")[:255],
+        size=stored.size, sha256=stored.sha256, storage_key=stored.key, content_id=content_id, inline=inline))

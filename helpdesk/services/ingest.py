@@ -18,23 +18,24 @@ from datetime import timedelta
 from pathlib import Path
 
 from flask import current_app
-from sqlalchemy import func, null
+from sqlalchemy import bindparam, func, null, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.sql.selectable import ScalarSelect
 
 from helpdesk.extensions import db
 from helpdesk.mail import route
 from helpdesk.mail.freemail import is_free_mail
 from helpdesk.mail.html import sanitise
-from helpdesk.mail.parse import ParsedMail, parse
+from helpdesk.mail.parse import ParsedAttachment, ParsedMail, parse
 from helpdesk.mail.trim import trim_reply
 from helpdesk.models import Comment, Contact, Customer, CustomerDomain, InboundMail, OutboundMessage, Ticket
+from helpdesk.models._rows import insert_id, insert_row
 from helpdesk.models._time import utcnow
 from helpdesk.models.mail import INBOUND_OUTCOMES
-from helpdesk.services.attachments import add_attachment, attachment_store
+from helpdesk.services import lookups
+from helpdesk.services.attachments import attachment_store, link_attachment
 from helpdesk.services.mailboxes import own_addresses
 from helpdesk.services.tickets import add_comment, open_ticket
-from helpdesk.storage import LocalStore, StorageError
+from helpdesk.storage import LocalStore, StorageError, Uploads
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,7 @@ def _ingest(raw: bytes, origin: _Origin, *, replacing: InboundMail | None = None
     # A second try only for a unique-key clash that is not our dedupe key: a concurrent
     # poller created the same new contact, which the second try then finds.
     for _attempt in range(2):
-        stored: list[str] = []
+        stored: list[str | Uploads] = []
         try:
             mail = parsed if parsed is not None else parse(raw)
             key = dedupe_key(mail, raw)
@@ -164,7 +165,7 @@ def _ingest(raw: bytes, origin: _Origin, *, replacing: InboundMail | None = None
                 db.session.delete(replacing)
                 db.session.flush()
                 if loop_check and mail.from_address:
-                    recent = db.session.scalar(db.select(_recent_from_sender(mail, settings)))
+                    recent = _recent_from_sender(mail, settings)
             return _process(raw, mail, key, origin, started, stored, settings, own, recent)
         except IntegrityError as exc:
             _undo(stored)
@@ -180,45 +181,42 @@ def _ingest(raw: bytes, origin: _Origin, *, replacing: InboundMail | None = None
     return _quarantine(raw, mail, key, origin, started, error, replacing)
 
 
-def _process(raw: bytes, mail: ParsedMail, key: str, origin: _Origin, started: float, stored: list[str],
+def _process(raw: bytes, mail: ParsedMail, key: str, origin: _Origin, started: float, stored: list[str | Uploads],
              settings: _Settings, own: frozenset[str] | None, recent: int | None) -> IngestResult:
-    inbound = InboundMail(
-        channel=origin.channel, mailbox_id=origin.mailbox_id, uid=origin.uid, uidvalidity=origin.uidvalidity,
-        dedupe_key=key, message_id=_clip(mail.message_id, _HEADER_MAX), sender=_clip(mail.from_address,
-                                                                                     _ADDRESS_MAX) or "",
-        subject=_clip(mail.subject, _HEADER_MAX) or "", size=len(raw),
-        outcome="created",  # replaced below; nobody sees this row before the commit
-    )
-    db.session.add(inbound)
-    # Claim the dedupe key before any work: a concurrent poller with the same mail waits
-    # here (PostgreSQL) or fails at commit, and ends as "duplicate" either way.
-    db.session.flush()
     decision = route.decide(mail, _context(mail, settings, own, recent))
+    uploads = _start_uploads(mail, decision, stored)
 
     ticket: Ticket | None = None
     comment: Comment | None = None
+    raw_key = None
     reason = _text(decision.reason)
     if decision.kind == "new_ticket":
-        ticket = _open(mail, decision, origin, settings, stored)
-        inbound.outcome = "created"
+        ticket = _open(mail, decision, origin, settings, uploads)
+        outcome = "created"
     elif decision.kind == "comment":
         ticket = db.session.get(Ticket, decision.ticket_id)
-        comment = _append(ticket, mail, decision, settings, stored)
-        inbound.outcome = "appended"
+        comment = _append(ticket, mail, decision, settings, uploads)
+        outcome = "appended"
     elif decision.kind == "ignore":
-        inbound.outcome = "ignored"
+        outcome = "ignored"
     else:
-        inbound.outcome = "quarantined"
-        inbound.raw_key, note = _keep_raw(raw, settings, stored)
+        outcome = "quarantined"
+        raw_key, note = _keep_raw(raw, settings, stored)
         reason = f"{reason}{note}"
     if decision.bounce_of:
         _mark_bounced(decision.bounce_of, mail)
-    inbound.reason = reason
-    inbound.ticket_id = ticket.id if ticket else None
-    inbound.comment_id = comment.id if comment else None
-    inbound.processing_ms = _elapsed_ms(started)
-    result = IngestResult(inbound.outcome, ticket_id=inbound.ticket_id, comment_id=inbound.comment_id,
-                          message_id=mail.message_id, reason=reason, inbound_id=inbound.id)
+    # The outcome row goes last, with its final values: it claims the mail's dedupe key, so a
+    # concurrent poller with the same mail waits for this commit (PostgreSQL) or fails at its
+    # own, and ends as "duplicate" either way, its work rolled back.
+    inbound_id = insert_id(InboundMail, dict(
+        channel=origin.channel, mailbox_id=origin.mailbox_id, uid=origin.uid, uidvalidity=origin.uidvalidity,
+        dedupe_key=key, message_id=_clip(mail.message_id, _HEADER_MAX),
+        sender=_clip(mail.from_address, _ADDRESS_MAX) or "", subject=_clip(mail.subject, _HEADER_MAX) or "",
+        size=len(raw), outcome=outcome, reason=reason, raw_key=raw_key,
+        ticket_id=ticket.id if ticket else None, comment_id=comment.id if comment else None,
+        processing_ms=_elapsed_ms(started)))
+    result = IngestResult(outcome, ticket_id=ticket.id if ticket else None, comment_id=comment.id if comment else None,
+                          message_id=mail.message_id, reason=reason, inbound_id=inbound_id)
     db.session.commit()
     if result.outcome == "quarantined":
         log.warning("inbound mail %s quarantined: %s", mail.message_id or key, reason)
@@ -277,6 +275,18 @@ def _recorded(channel: str, key: str) -> InboundMail | None:
     return db.session.scalar(db.select(InboundMail).filter_by(channel=channel, dedupe_key=key))
 
 
+# Built once: a poll asks these for every mail, and building a statement costs more than running it.
+_EARLIER_ID = select(InboundMail.id).where(InboundMail.channel == bindparam("channel"),
+                                           InboundMail.dedupe_key == bindparam("key")).scalar_subquery()
+# Naming every outcome lets the (outcome, created_at) index bound the scan to the window.
+_RECENT = select(func.count(InboundMail.id)).where(
+    InboundMail.outcome.in_(INBOUND_OUTCOMES), InboundMail.created_at >= bindparam("since"),
+    InboundMail.sender == bindparam("sender")).scalar_subquery()
+_EARLIER_AND_RECENT = select(_EARLIER_ID, _RECENT)
+_EARLIER_ONLY = select(_EARLIER_ID, null())
+_RECENT_ONLY = select(_RECENT)
+
+
 def _earlier_and_recent(channel: str, key: str, mail: ParsedMail, settings: _Settings,
                         loop_check: bool) -> tuple[InboundMail | None, int | None]:
     """Return the mail's earlier outcome row, if any, and how many mails its sender sent lately.
@@ -284,19 +294,21 @@ def _earlier_and_recent(channel: str, key: str, mail: ParsedMail, settings: _Set
     One round trip for both, asked before this mail's own row exists, so the loop guard's
     count (None when not wanted) leaves the mail itself out.
     """
-    earlier_id = db.select(InboundMail.id).filter_by(channel=channel, dedupe_key=key).scalar_subquery()
-    recent = _recent_from_sender(mail, settings) if loop_check and mail.from_address else None
-    earlier, count = db.session.execute(db.select(earlier_id, recent if recent is not None else null())).one()
+    statement = _EARLIER_AND_RECENT if loop_check and mail.from_address else _EARLIER_ONLY
+    # On the connection: a Core query costs a fraction of an ORM one, and nothing is pending to flush.
+    earlier, count = db.session.connection().execute(
+        statement, {"channel": channel, "key": key, **_recent_params(mail, settings)}).one()
     return (db.session.get(InboundMail, earlier) if earlier is not None else None), count
 
 
-def _recent_from_sender(mail: ParsedMail, settings: _Settings) -> ScalarSelect[int]:
-    """Return the query counting the outcomes recorded for the sender's mails within the loop window."""
-    since = utcnow() - timedelta(seconds=settings.loop_window)
-    # Naming every outcome lets the (outcome, created_at) index bound the scan to the window.
-    return db.select(func.count(InboundMail.id)).where(
-        InboundMail.outcome.in_(INBOUND_OUTCOMES), InboundMail.created_at >= since,
-        InboundMail.sender == (_clip(mail.from_address, _ADDRESS_MAX) or "")).scalar_subquery()
+def _recent_from_sender(mail: ParsedMail, settings: _Settings) -> int:
+    """Return how many outcomes were recorded for the sender's mails within the loop window."""
+    return db.session.connection().execute(_RECENT_ONLY, _recent_params(mail, settings)).scalar_one()
+
+
+def _recent_params(mail: ParsedMail, settings: _Settings) -> dict:
+    return {"since": utcnow() - timedelta(seconds=settings.loop_window),
+            "sender": _clip(mail.from_address, _ADDRESS_MAX) or ""}
 
 
 def _recorded_quietly(channel: str, key: str) -> InboundMail | None:
@@ -308,15 +320,16 @@ def _recorded_quietly(channel: str, key: str) -> InboundMail | None:
         return None
 
 
-def _undo(stored_keys: list[str]) -> None:
+def _undo(stored: list[str | Uploads]) -> None:
     """Roll the mail's transaction back and remove the attachments it had already stored."""
     try:
         db.session.rollback()
     except Exception:  # noqa: BLE001 - a dead connection: the session starts afresh next time
         log.exception("rollback failed")
-    for key in stored_keys:
-        _forget_raw(key)
-    stored_keys.clear()
+    for item in stored:
+        for key in item.stored_keys() if isinstance(item, Uploads) else [item]:
+            _forget_raw(key)
+    stored.clear()
 
 
 def _forget_raw(key: str | None) -> None:
@@ -409,7 +422,8 @@ def _context(mail: ParsedMail, settings: _Settings, own: frozenset[str] | None,
             OutboundMessage.message_id.in_(wanted))))
         bounced_ticket = _existing_ticket_id(route.bounced_ticket_id(mail, settings.token_key))
     return route.RoutingContext(
-        own_addresses=own_addresses() if own is None else own, ticket_id_by_token=token_ticket,
+        own_addresses=lookups.cached("own_addresses", own_addresses) if own is None else own,
+        ticket_id_by_token=token_ticket,
         ticket_by_subject_tag=tagged,
         bounced_ticket_id=bounced_ticket, bounced_outbox_ids=outbox_ids, recent_count_from_sender=recent or 0,
         loop_limit=settings.loop_limit, loop_window_seconds=settings.loop_window,
@@ -426,12 +440,15 @@ def _existing_ticket_id(ticket_id: int | None) -> int | None:
 # Writing the ticket or comment
 
 
+_CONTACT_BY_EMAIL = select(Contact).where(Contact.email == bindparam("email"))
+
+
 def _contact_for(mail: ParsedMail, settings: _Settings) -> tuple[Contact | None, Customer | None]:
     """Return the sender's contact (made when new) and customer, by address, then by customer domain."""
     address = mail.from_address
     if not address or "@" not in address or not _usable_key(address, _ADDRESS_MAX):
         return None, None
-    contact = db.session.scalar(db.select(Contact).filter_by(email=address))
+    contact = db.session.scalars(_CONTACT_BY_EMAIL, {"email": address}).first()
     if contact is not None:
         if not contact.name and mail.from_name:
             contact.name = _clip(_text(mail.from_name), _NAME_MAX)
@@ -439,29 +456,35 @@ def _contact_for(mail: ParsedMail, settings: _Settings) -> tuple[Contact | None,
     domain = address.rpartition("@")[2]
     customer = None
     if not is_free_mail(domain):  # anyone can have a gmail.com address: never a customer by domain
-        customer = db.session.scalar(db.select(Customer).join(CustomerDomain).where(CustomerDomain.domain == domain))
+        customer_id = lookups.cached(f"customer_domain:{domain}", lambda: db.session.connection().execute(
+            db.select(CustomerDomain.customer_id).where(CustomerDomain.domain == domain)).scalar())
+        customer = db.session.get(Customer, customer_id) if customer_id is not None else None
     if customer is None and not settings.create_contacts:
         return None, None
-    contact = Contact(email=address, name=_clip(_text(mail.from_name), _NAME_MAX) or "", customer=customer)
-    db.session.add(contact)
+    contact = insert_row(Contact, {"email": address.strip().lower(), "name": _clip(_text(mail.from_name), _NAME_MAX) or "",
+                                   "customer_id": customer.id if customer else None})
     return contact, customer
 
 
 def _open(mail: ParsedMail, decision: route.Decision, origin: _Origin, settings: _Settings,
-          stored: list[str]) -> Ticket:
-    contact, customer = _contact_for(mail, settings)
+          uploads: Uploads | None) -> Ticket:
+    with db.session.no_autoflush:
+        contact, customer = _contact_for(mail, settings)
+    # Without inline images the HTML needs no attachment ids: written with the ticket, not after.
+    early_html = mail.html is not None and not any(part.content_id for part in mail.attachments)
     ticket = open_ticket(
         title=_text(mail.subject).strip() or "(no subject)", description=_text(mail.text), contact=contact,
         customer=customer, source="email", message_id=_clip(mail.message_id, _HEADER_MAX),
-        mailbox_id=origin.mailbox_id, notify=not decision.automatic)
-    cid_urls = _store_attachments(ticket, None, mail, decision, settings, stored)
-    if mail.html is not None:
+        mailbox_id=origin.mailbox_id, notify=not decision.automatic,
+        description_html=sanitise(_text(mail.html), {}) if early_html else None)
+    cid_urls = _store_attachments(ticket, None, mail, decision, settings, uploads)
+    if mail.html is not None and not early_html:
         ticket.description_html = sanitise(_text(mail.html), cid_urls)
     return ticket
 
 
 def _append(ticket: Ticket, mail: ParsedMail, decision: route.Decision, settings: _Settings,
-            stored: list[str]) -> Comment:
+            uploads: Uploads | None) -> Comment:
     full_text = _text(mail.text)
     message_id = _clip(mail.message_id, _HEADER_MAX)
     trimmed = False
@@ -488,7 +511,7 @@ def _append(ticket: Ticket, mail: ParsedMail, decision: route.Decision, settings
         else:
             comment = add_comment(ticket, body, public=True, contact=contact, source="email",
                                   full_text=full_text, message_id=message_id)
-    cid_urls = _store_attachments(ticket, comment, mail, decision, settings, stored)
+    cid_urls = _store_attachments(ticket, comment, mail, decision, settings, uploads)
     # The page shows the HTML instead of the text when there is some, and quoted history
     # cannot be cut from HTML yet: a trimmed reply shows its trimmed text (the full
     # original stays one click away), an untrimmed one keeps its formatting.
@@ -497,27 +520,37 @@ def _append(ticket: Ticket, mail: ParsedMail, decision: route.Decision, settings
     return comment
 
 
+def _start_uploads(mail: ParsedMail, decision: route.Decision, stored: list[str | Uploads]) -> Uploads | None:
+    """Start storing the mail's files now, so the uploads run while the ticket is written."""
+    if decision.kind not in ("new_ticket", "comment") or not mail.attachments or decision.too_large:
+        return None
+    uploads = Uploads(attachment_store(), [(part.data, _content_type(part)) for part in mail.attachments])
+    stored.append(uploads)  # removed again if the mail's transaction fails
+    return uploads
+
+
 def _store_attachments(ticket: Ticket, comment: Comment | None, mail: ParsedMail, decision: route.Decision,
-                       settings: _Settings, stored: list[str]) -> dict[str, str]:
-    """Store the mail's files on the ticket; return the URLs its cid: images are shown from."""
+                       settings: _Settings, uploads: Uploads | None) -> dict[str, str]:
+    """Link the mail's stored files to the ticket; return the URLs its cid: images are shown from."""
     if not mail.attachments:
         return {}
     if decision.too_large:
         _note_not_stored(ticket, mail, settings)
         return {}
+    assert uploads is not None
     attachments = []
-    for part in mail.attachments:
+    for part, stored in zip(mail.attachments, uploads.results()):
         filename = _text(part.filename)
         if part.content_type == "message/rfc822" and not filename.lower().endswith(".eml"):
             filename += ".eml"  # so a download opens in a mail program
-        attachment = add_attachment(
-            ticket, part.data, filename=filename, content_type=_clip(_text(part.content_type), _FILE_MAX),
-            comment=comment, size=part.size, content_id=_clip(_text(part.content_id or ""), _FILE_MAX) or None,
-            inline=part.inline)
-        stored.append(attachment.storage_key)
-        attachments.append(attachment)
-    db.session.flush()  # the ids make the URLs
+        attachments.append(link_attachment(
+            ticket, stored, filename=filename, content_type=_content_type(part), comment=comment,
+            content_id=_clip(_text(part.content_id or ""), _FILE_MAX) or None, inline=part.inline))
     return {a.content_id: f"/attachments/{a.id}?inline=1" for a in attachments if a.content_id}
+
+
+def _content_type(part: ParsedAttachment) -> str:
+    return _clip(_text(part.content_type), _FILE_MAX) or "application/octet-stream"
 
 
 def _note_not_stored(ticket: Ticket, mail: ParsedMail, settings: _Settings) -> None:

@@ -30,8 +30,7 @@ from email import policy as email_policy
 from urllib.parse import urlsplit
 
 from flask import current_app
-from sqlalchemy import Row, func, inspect, or_, true, update
-from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy import Row, bindparam, func, or_, select, true, update
 
 from helpdesk.extensions import db
 from helpdesk.mail import route, tokens
@@ -40,6 +39,7 @@ from helpdesk.mail.render import RenderedMail
 from helpdesk.mail.secrets import CredentialError
 from helpdesk.mail.smtp import SmtpError, SmtpSession, SmtpSettings, needs_smtputf8
 from helpdesk.models import Attachment, Comment, OutboundMessage, SmtpConfig, Ticket, TicketEvent
+from helpdesk.models._rows import insert_row
 from helpdesk.models._time import utcnow
 from helpdesk.services import lookups
 from helpdesk.services.mailboxes import own_addresses
@@ -118,29 +118,13 @@ def queue_mail(*, kind: str, to: Sequence[str], rendered: RenderedMail, ticket: 
     )
     # A Core INSERT in the caller's transaction: the row is written now, at a third of the cost
     # of the ORM's flush of one object (a burst of notifications queues hundreds).
-    values["id"] = db.session.connection().execute(_INSERT, values).scalar_one()
-    message = _as_loaded(values)
+    message = insert_row(OutboundMessage, values)
     scratch = lookups.transaction_scratch()
     if not scratch.get("send_asked"):
         # One send job per transaction: its burst claims every fresh queued mail, and this
         # transaction's mails all commit together. A job per mail would find each one taken.
         scratch["send_asked"] = True
         _enqueue_send(message.id)
-    return message
-
-
-_INSERT = OutboundMessage.__table__.insert().returning(OutboundMessage.__table__.c.id)
-
-
-def _as_loaded(values: dict) -> OutboundMessage:
-    """Return the row just inserted as a persistent object of the session, without reading it back."""
-    message = OutboundMessage(**values)
-    make_transient_to_detached(message)
-    # SQLite gives a rolled-back row's id out again; an object left from that row is stale.
-    stale = db.session.identity_map.get(inspect(message).key)
-    if stale is not None:
-        db.session.expunge(stale)
-    db.session.add(message)
     return message
 
 
@@ -160,6 +144,12 @@ def _own_addresses(from_address: str) -> set[str]:
     return set(lookups.cached("own_addresses", own_addresses)) | route.own_addresses([from_address])
 
 
+# Built once: every automatic mail asks it.
+_RECENT_AUTOMATIC = select(func.count(OutboundMessage.id)).where(
+    OutboundMessage.recipient == bindparam("recipient"), OutboundMessage.automatic.is_(True),
+    OutboundMessage.created_at >= bindparam("since"))
+
+
 def _automatic_block_reason(recipients: list[str], from_address: str) -> str | None:
     own = _own_addresses(from_address)
     limit = current_app.config.get("AUTO_MAILS_PER_HOUR", 10)
@@ -168,9 +158,9 @@ def _automatic_block_reason(recipients: list[str], from_address: str) -> str | N
         reason = is_automatic_recipient_blocked(address, own)
         if reason:
             return reason
-        recent = db.session.scalar(db.select(func.count(OutboundMessage.id)).where(
-            OutboundMessage.recipient == address.lower(), OutboundMessage.automatic.is_(True),
-            OutboundMessage.created_at >= since))
+        # On the connection, not the session: counting committed and inserted rows needs no flush.
+        recent = db.session.connection().execute(_RECENT_AUTOMATIC, {"recipient": address.lower(),
+                                                                     "since": since}).scalar_one()
         if recent >= limit:
             return f"{address} already got {recent} automatic mails in the last hour (the limit is {limit})"
     return None

@@ -1,11 +1,12 @@
 """Ticket use cases: open, reply, note, assign, change status, resolve; SLA due times."""
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from helpdesk import events
 from helpdesk.extensions import db
 from helpdesk.models import Agent, Comment, Contact, Customer, SlaPolicy, Ticket
+from helpdesk.models._rows import insert_row
 from helpdesk.models._time import utcnow
 from helpdesk.models.tickets import PRIORITIES, STATUSES
 from helpdesk.services import lookups
@@ -23,29 +24,37 @@ def open_ticket(*, title: str, description: str = "", contact: Contact | None = 
     """Create a ticket, set its SLA due times and emit `ticket-created` (notify=False: no confirmation mail)."""
     if priority not in PRIORITIES:
         raise TicketError(f"Unknown priority {priority!r}")
-    ticket = Ticket(title=(title.strip() or "(no subject)")[:500], description=description,
-                    description_html=description_html, contact=contact,
-                    customer=customer or (contact.customer if contact else None), priority=priority,
-                    source=source, message_id=message_id, mailbox_id=mailbox_id, status="new",
-                    created_at=utcnow())
-    db.session.add(ticket)
-    apply_sla(ticket)
-    db.session.flush()
+    if any(obj is not None and obj.id is None for obj in (contact, customer, agent)):
+        db.session.flush()  # the ticket row refers to them
+    customer = customer or (contact.customer if contact else None)
+    now = utcnow()
+    first_response_due, resolution_due = sla_due_times(priority, now)
+    # Written at once with Core: mail polls open hundreds of tickets in a row.
+    ticket = insert_row(Ticket, dict(
+        title=(title.strip() or "(no subject)")[:500], description=description, description_html=description_html,
+        contact_id=contact.id if contact else None, customer_id=customer.id if customer else None,
+        priority=priority, source=source, message_id=message_id, mailbox_id=mailbox_id, status="new",
+        created_at=now, updated_at=now, first_response_due_at=first_response_due,
+        resolution_due_at=resolution_due), contact=contact, customer=customer)
     events.emit("ticket-created", ticket, agent=agent, notify=notify)
     return ticket
 
 
 def apply_sla(ticket: Ticket) -> None:
     """Set the first-response and resolution due times from the priority's SLA policy."""
-    targets = lookups.cached("sla_targets", _sla_targets).get(ticket.priority)
-    start = ticket.created_at or utcnow()
+    first_response_due, resolution_due = sla_due_times(ticket.priority, ticket.created_at or utcnow())
+    if ticket.first_responded_at is None or first_response_due is None:
+        ticket.first_response_due_at = first_response_due
+    ticket.resolution_due_at = resolution_due
+
+
+def sla_due_times(priority: str, start: datetime) -> tuple[datetime | None, datetime | None]:
+    """Return when the first response and the resolution are due for a ticket opened at `start`."""
+    targets = lookups.cached("sla_targets", _sla_targets).get(priority)
     if targets is None:
-        ticket.first_response_due_at = ticket.resolution_due_at = None
-        return
+        return None, None
     first_response_minutes, resolution_minutes = targets
-    if ticket.first_responded_at is None:
-        ticket.first_response_due_at = start + timedelta(minutes=first_response_minutes)
-    ticket.resolution_due_at = start + timedelta(minutes=resolution_minutes)
+    return start + timedelta(minutes=first_response_minutes), start + timedelta(minutes=resolution_minutes)
 
 
 def _sla_targets() -> dict[str, tuple[int, int]]:

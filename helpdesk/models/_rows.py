@@ -1,0 +1,61 @@
+"""Writing one row with a Core INSERT and keeping it as a loaded object, for the paths that write many."""
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from sqlalchemy import inspect
+from sqlalchemy.orm import make_transient_to_detached
+
+from helpdesk.extensions import db
+
+M = TypeVar("M", bound=db.Model)
+_INSERTS: dict[type, Any] = {}
+
+
+def insert_row(model: type[M], values: dict[str, Any], **related: Any) -> M:
+    """INSERT a row now, in the session's transaction, and return it as a persistent object.
+
+    A Core INSERT costs a fraction of the ORM's flush of one object; the object is built from
+    the values written (column defaults filled in here), so reading it back needs no query.
+    `related` sets relationships (already written objects) on the returned object.
+    """
+    row = _complete(model, values)
+    row["id"] = _insert(model, row)
+    obj = model(**row, **related)
+    make_transient_to_detached(obj)
+    # SQLite gives a rolled-back row's id out again; an object left from that row is stale.
+    stale = db.session.identity_map.get(inspect(obj).key)
+    if stale is not None:
+        db.session.expunge(stale)
+    db.session.add(obj)
+    return obj
+
+
+def insert_id(model: type[db.Model], values: dict[str, Any]) -> int:
+    """INSERT a row now, in the session's transaction, and return its id (for rows nobody reads back)."""
+    return _insert(model, _complete(model, values))
+
+
+def _complete(model: type[db.Model], values: dict[str, Any]) -> dict[str, Any]:
+    """Return `values` with every other column's default, as the ORM would have written them."""
+    row = {}
+    for column in model.__table__.columns:
+        if column.name in values:
+            row[column.name] = values[column.name]
+        elif column.primary_key:
+            continue
+        elif column.default is None:
+            row[column.name] = None
+        elif column.default.is_scalar:
+            row[column.name] = column.default.arg
+        else:
+            row[column.name] = column.default.arg(None)  # SQLAlchemy wraps plain callables to take a context
+    return row
+
+
+def _insert(model: type[db.Model], row: dict[str, Any]) -> int:
+    statement = _INSERTS.get(model)
+    if statement is None:
+        table = model.__table__
+        statement = _INSERTS[model] = table.insert().returning(table.c.id)
+    return db.session.connection().execute(statement, row).scalar_one()
