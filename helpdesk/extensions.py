@@ -1,5 +1,7 @@
 """Flask extensions, created unbound and bound in create_app."""
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from flask_login import LoginManager
 from flask_migrate import Migrate
@@ -8,7 +10,7 @@ from flask_wtf import CSRFProtect
 from htmx_flask import Htmx
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Session
 
 
 class Base(DeclarativeBase):
@@ -44,3 +46,49 @@ def _sqlite_write_ahead_log(dbapi_connection, _connection_record) -> None:
         cursor.execute("PRAGMA synchronous=FULL")
     finally:
         cursor.close()
+
+
+_GROUP_COMMITS = "helpdesk_group_commits"
+
+
+@contextmanager
+def group_commits() -> Iterator[None]:
+    """Let the block's commits skip the wait for the disk, until a `durable_commit()` makes them all durable.
+
+    Each commit stays atomic; only its durability waits for the next durable commit, which
+    flushes everything written before it in one go (SQLite's WAL, PostgreSQL's WAL alike).
+    A poll writes each mail in its own commit and tells the IMAP server only after a durable one.
+    """
+    session = db.session()
+    session.info[_GROUP_COMMITS] = True
+    try:
+        yield
+    finally:
+        session.info.pop(_GROUP_COMMITS, None)
+
+
+@contextmanager
+def durable_commit() -> Iterator[None]:
+    """Make the block's commit wait for the disk, and with it every commit of the group before it."""
+    session = db.session()
+    grouped = session.info.pop(_GROUP_COMMITS, None)
+    try:
+        yield
+    finally:
+        if grouped:
+            session.info[_GROUP_COMMITS] = grouped
+
+
+@event.listens_for(Session, "after_begin")
+def _commit_durability(session: Session, _transaction, connection) -> None:
+    grouped = bool(session.info.get(_GROUP_COMMITS))
+    name = connection.dialect.name
+    if name == "sqlite":
+        wanted = "NORMAL" if grouped else "FULL"
+        dbapi = connection.connection.dbapi_connection
+        # SQLite refuses the change inside a transaction; the next begin applies it then.
+        if connection.info.get("synchronous", "FULL") != wanted and not dbapi.in_transaction:
+            connection.exec_driver_sql(f"PRAGMA synchronous={wanted}")
+            connection.info["synchronous"] = wanted
+    elif name == "postgresql" and grouped:
+        connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")

@@ -1,9 +1,9 @@
-"""Fetch and parse a folder's new mail in a forked helper process, while the caller stores the mails before.
+"""Fetch and parse a folder's new mail in forked helper processes, while the caller stores the mails before.
 
-Parsing is the larger half of the work per mail and pure Python, so a thread would only take
-turns with the caller; a second process parses on the machine's other core. The helper only
-reads (EXAMINE and BODY.PEEK[]): what the caller does with each mail, and when it marks mail
-done on the server, stays with the caller.
+Parsing is pure Python and costs about as much as storing, so a thread would only take turns
+with the caller; helper processes parse on the machine's other cores. Helpers only read
+(EXAMINE and BODY.PEEK[]): what the caller does with each mail, and when it marks mail done on
+the server, stays with the caller.
 """
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from helpdesk.mail.parse import ParsedMail, parse
 
 log = logging.getLogger(__name__)
 
-DEPTH = 32  # mails parsed ahead at most: bounds the memory the helper holds
 WAIT = 5.0  # seconds between checks that the helper still lives
 
 
@@ -38,47 +37,64 @@ def available() -> bool:
 
 
 class Prefetcher:
-    """Iterate over (uid, raw, parsed) for `uids` in UID order, fetched and parsed by a helper process."""
+    """Iterate over (uid, raw, parsed) for `uids` in UID order, fetched and parsed by helper processes.
 
-    def __init__(self, settings: ImapSettings, folder: str, uids: list[int], batch: int = 50) -> None:
+    The UIDs go in batches to the helpers in turn (batch 1 to helper 1, batch 2 to helper 2, ...),
+    each helper on its own IMAP connection; the caller takes the batches back in order.
+    """
+
+    def __init__(self, settings: ImapSettings, folder: str, uids: list[int], batch: int = 50,
+                 helpers: int = 2) -> None:
         # fork, not spawn: the helper needs no imports of its own (spawn would re-import Flask and
         # the app, over a second), and it touches nothing it inherits but the code it runs.
         context = multiprocessing.get_context("fork")
-        self._queue = context.Queue(maxsize=DEPTH)
-        self._process = context.Process(target=_produce, args=(settings, folder, list(uids), batch, self._queue),
-                                        name="helpdesk-prefetch", daemon=True)
-        self._process.start()
+        ordered = sorted(set(uids))
+        self._batches = [ordered[i:i + batch] for i in range(0, len(ordered), batch)]
+        count = max(1, min(helpers, len(self._batches)))
+        self._queues = [context.Queue(maxsize=batch + 1) for _ in range(count)]
+        self._processes = [
+            context.Process(target=_produce, args=(settings, folder, self._batches[n::count], self._queues[n]),
+                            name=f"helpdesk-prefetch-{n + 1}", daemon=True)
+            for n in range(count)]
+        for process in self._processes:
+            process.start()
 
     def __iter__(self) -> Iterator[FetchedMail]:
-        while True:
-            message = self._next()
-            kind = message[0]
-            if kind == "mail":
-                uid, raw, parsed = message[1:]
-                yield FetchedMail(uid, raw, pickle.loads(parsed) if parsed is not None else parse(raw))
-            elif kind == "done":
-                return
-            elif kind == "imap_error":
-                raise ImapError(*message[1:])
-            else:
-                raise ImapError("connection", f"The mail fetching helper failed: {message[1]}")
+        count = len(self._queues)
+        for index in range(len(self._batches)):
+            helper = index % count
+            while True:
+                message = self._next(helper)
+                kind = message[0]
+                if kind == "mail":
+                    uid, raw, parsed = message[1:]
+                    yield FetchedMail(uid, raw, pickle.loads(parsed) if parsed is not None else parse(raw))
+                elif kind == "batch_done":
+                    break
+                elif kind == "imap_error":
+                    raise ImapError(*message[1:])
+                else:
+                    raise ImapError("connection", f"The mail fetching helper failed: {message[1]}")
 
-    def _next(self) -> tuple:
+    def _next(self, helper: int) -> tuple:
         while True:
             try:
-                return self._queue.get(timeout=WAIT)
+                return self._queues[helper].get(timeout=WAIT)
             except queue.Empty:
-                if not self._process.is_alive():
+                process = self._processes[helper]
+                if not process.is_alive():
                     raise ImapError("connection", "The mail fetching helper stopped unexpectedly "
-                                                  f"(exit code {self._process.exitcode}).") from None
+                                                  f"(exit code {process.exitcode}).") from None
 
     def close(self) -> None:
-        """Stop the helper, whether or not every mail was taken."""
-        if self._process.is_alive():
-            self._process.terminate()
-        self._process.join(10)
-        self._queue.close()
-        self._queue.join_thread()
+        """Stop the helpers, whether or not every mail was taken."""
+        for process in self._processes:
+            if process.is_alive():
+                process.terminate()
+        for process, out in zip(self._processes, self._queues):
+            process.join(10)
+            out.close()
+            out.join_thread()
 
     def __enter__(self) -> Prefetcher:
         return self
@@ -87,18 +103,19 @@ class Prefetcher:
         self.close()
 
 
-def _produce(settings: ImapSettings, folder: str, uids: list[int], batch: int, out: multiprocessing.Queue) -> None:
-    """The helper: fetch and parse each mail, hand it over, then say "done" (or what failed)."""
+def _produce(settings: ImapSettings, folder: str, batches: list[list[int]], out: multiprocessing.Queue) -> None:
+    """A helper: fetch and parse each mail of its batches, hand them over, "batch_done" after each (or what failed)."""
     try:
         with ImapSession(settings) as session:
             session.select(folder, readonly=True)
-            for uid, raw in session.fetch_uids(uids, batch=batch):
-                try:
-                    parsed = pickle.dumps(parse(raw), protocol=pickle.HIGHEST_PROTOCOL)
-                except Exception:  # noqa: BLE001 - the caller parses this one itself; no mail goes missing
-                    parsed = None
-                out.put(("mail", uid, raw, parsed))
-        out.put(("done",))
+            for uids in batches:
+                for uid, raw in session.fetch_uids(uids, batch=len(uids)):
+                    try:
+                        parsed = pickle.dumps(parse(raw), protocol=pickle.HIGHEST_PROTOCOL)
+                    except Exception:  # noqa: BLE001 - the caller parses this one itself; no mail goes missing
+                        parsed = None
+                    out.put(("mail", uid, raw, parsed))
+                out.put(("batch_done",))
     except ImapError as exc:
         out.put(("imap_error", exc.kind, exc.diagnosis, exc.server_reply))
     except BaseException as exc:  # noqa: BLE001 - the caller must hear of any failure, not wait for it

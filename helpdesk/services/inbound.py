@@ -22,7 +22,7 @@ from datetime import timedelta
 from flask import current_app
 from sqlalchemy import or_, update
 
-from helpdesk.extensions import db
+from helpdesk.extensions import db, durable_commit, group_commits
 from helpdesk.mail import prefetch
 from helpdesk.mail.imap import ImapError, ImapSession
 from helpdesk.mail.parse import ParsedMail
@@ -31,8 +31,9 @@ from helpdesk.models import Mailbox
 from helpdesk.models._time import utcnow
 import jobs
 from helpdesk.services import lookups, mailboxes
-from helpdesk.services.ingest import IngestResult, ingest_mail
+from helpdesk.services.ingest import IngestResult, discard_uploads, ingest_mail, upload_early
 from helpdesk.services.mailboxes import own_addresses
+from helpdesk.storage import Uploads
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +182,9 @@ def _poll(mailbox_id: int, owner: str, report: PollReport, on_result: OnResult |
         if uids:
             # Settings (own addresses, templates, SLA targets) are read once per poll, not per
             # mail: a change applies from the next poll.
-            with lookups.shared(), _fetcher(session, mailbox, uids) as fetched:
+            # Each mail is committed on its own, without waiting for the disk; one durable commit
+            # per batch makes them all durable before the server hears they are done.
+            with lookups.shared(), group_commits(), _fetcher(session, mailbox, uids) as fetched:
                 _ingest_all(session, mailbox_id, owner, uids, fetched, state.uidvalidity, report, on_result)
 
 
@@ -200,38 +203,64 @@ def _ingest_all(session: ImapSession, mailbox_id: int, owner: str, uids: list[in
     """Ingest the new mails batch by batch: each mail committed, then the batch marked done and checkpointed."""
     channel = f"mailbox:{mailbox_id}"
     own = lookups.cached("own_addresses", own_addresses)
-    upcoming = next(fetched, None)
-    for start in range(0, len(uids), BATCH):
-        chunk = uids[start:start + BATCH]
-        done: list[int] = []
-        failed = ""
-        # The batch's confirmation mails go to the workers as one send job, not one per mail.
-        with jobs.gathered():
-            while upcoming is not None and upcoming[0] <= chunk[-1]:
-                uid, raw, parsed = upcoming
-                result = ingest_mail(raw, channel=channel, mailbox_id=mailbox_id, uid=uid,
-                                     uidvalidity=uidvalidity, own=own, parsed=parsed)
-                report.processed += 1
-                report.outcomes[result.outcome] += 1
-                if on_result is not None:
-                    on_result(uid, result)
-                if result.outcome != "duplicate" and result.inbound_id is None:
-                    # Nothing durable was recorded (the database failed): leave this mail and the
-                    # ones after it on the server for the next poll.
-                    failed = f"Mail UID {uid} could not be recorded ({result.reason}); it stays on the server."
-                    break
-                done.append(uid)
-                upcoming = next(fetched, None)
-            mailbox = db.session.get(Mailbox, mailbox_id)
-            if done:
-                mark_processed(session, mailbox, done)
-            # Mails missing from the FETCH were expunged by someone else meanwhile: nothing to keep.
-            checkpoint = max(done, default=mailbox.last_uid) if failed else chunk[-1]
-            mailbox.last_uid = max(mailbox.last_uid, checkpoint)
-            db.session.commit()
-            if failed:
-                raise MailNotRecorded(failed)
-            renew_lock(mailbox_id, owner)
+    upcoming = _next_with_uploads(fetched)
+    try:
+        for start in range(0, len(uids), BATCH):
+            chunk = uids[start:start + BATCH]
+            done: list[int] = []
+            failed = ""
+            # The batch's confirmation mails go to the workers as one send job, not one per mail.
+            with jobs.gathered():
+                while isinstance(upcoming, tuple) and upcoming[0] <= chunk[-1]:
+                    uid, raw, parsed, uploads = upcoming
+                    # The next mail's files upload while this one is written.
+                    upcoming = _next_with_uploads(fetched)
+                    result = ingest_mail(raw, channel=channel, mailbox_id=mailbox_id, uid=uid,
+                                         uidvalidity=uidvalidity, own=own, parsed=parsed, uploads=uploads)
+                    report.processed += 1
+                    report.outcomes[result.outcome] += 1
+                    if on_result is not None:
+                        on_result(uid, result)
+                    if result.outcome != "duplicate" and result.inbound_id is None:
+                        # Nothing durable was recorded (the database failed): leave this mail and the
+                        # ones after it on the server for the next poll.
+                        failed = f"Mail UID {uid} could not be recorded ({result.reason}); it stays on the server."
+                        break
+                    done.append(uid)
+                with durable_commit():
+                    renew_lock(mailbox_id, owner)
+                mailbox = db.session.get(Mailbox, mailbox_id)
+                if done:
+                    mark_processed(session, mailbox, done)
+                # Mails missing from the FETCH were expunged by someone else meanwhile: nothing to keep.
+                # After a failure, though, the ones not taken are still to do.
+                stopped = upcoming if isinstance(upcoming, ImapError) else None
+                checkpoint = max(done, default=mailbox.last_uid) if failed or stopped else chunk[-1]
+                mailbox.last_uid = max(mailbox.last_uid, checkpoint)
+                db.session.commit()
+                if failed:
+                    raise MailNotRecorded(failed)
+                if stopped is not None:
+                    raise stopped
+    finally:
+        if isinstance(upcoming, tuple) and upcoming[3] is not None:
+            discard_uploads(upcoming[3])  # the poll stopped before that mail
+
+
+def _next_with_uploads(
+        fetched: Iterator[Fetched]) -> tuple[int, bytes, ParsedMail | None, Uploads | None] | ImapError | None:
+    """Take the next mail, its files already uploading; a failure to fetch it is returned, raised when it is due.
+
+    The mail before it is then still ingested and marked done.
+    """
+    try:
+        item = next(fetched, None)
+    except ImapError as exc:
+        return exc
+    if item is None:
+        return None
+    uid, raw, parsed = item
+    return uid, raw, parsed, upload_early(parsed) if parsed is not None else None
 
 
 def _finish(mailbox_id: int, owner: str, report: PollReport) -> None:

@@ -87,15 +87,28 @@ class _Settings:
 
 def ingest_mail(raw: bytes, *, channel: str = "cli", mailbox_id: int | None = None, uid: int | None = None,
                 uidvalidity: int | None = None, own: frozenset[str] | None = None,
-                parsed: ParsedMail | None = None) -> IngestResult:
+                parsed: ParsedMail | None = None, uploads: Uploads | None = None) -> IngestResult:
     """Make a ticket or comment from one raw mail (or ignore or quarantine it), record the outcome, commit.
 
     Each mail is one transaction of its own: call this with no pending changes in the session.
     The same mail on the same channel a second time changes nothing and returns "duplicate".
     `own` is `own_addresses()` when the caller looked it up once for many mails (a poll);
-    `parsed` is `parse(raw)` when the caller had it parsed already (a poll's helper process).
+    `parsed` is `parse(raw)` when the caller had it parsed already (a poll's helper process), and
+    `uploads` what `upload_early(parsed)` started for it: used if the mail's files are kept, else removed.
     """
-    return _ingest(bytes(raw), _Origin(channel, mailbox_id, uid, uidvalidity), own=own, parsed=parsed)
+    return _ingest(bytes(raw), _Origin(channel, mailbox_id, uid, uidvalidity), own=own, parsed=parsed,
+                   early=uploads)
+
+
+def upload_early(mail: ParsedMail) -> Uploads | None:
+    """Start storing the files of a mail that will likely keep them, before it is ingested (a poll's next mail).
+
+    The uploads then run while the mail before is written. Automatic mail (bounces, out-of-office)
+    and mail over the size limit rarely keep files: theirs wait for the routing decision.
+    """
+    if not mail.attachments or mail.auto_submitted or mail.is_bounce or mail.size > _settings().max_size:
+        return None
+    return Uploads(attachment_store(), [(part.data, _content_type(part)) for part in mail.attachments])
 
 
 def reprocess(inbound_id: int) -> IngestResult:
@@ -141,7 +154,7 @@ def dedupe_key(mail: ParsedMail, raw: bytes) -> str:
 
 def _ingest(raw: bytes, origin: _Origin, *, replacing: InboundMail | None = None,
             loop_check: bool = True, own: frozenset[str] | None = None,
-            parsed: ParsedMail | None = None) -> IngestResult:
+            parsed: ParsedMail | None = None, early: Uploads | None = None) -> IngestResult:
     started = time.perf_counter()
     mail: ParsedMail | None = None
     key = "sha256:" + hashlib.sha256(raw).hexdigest()
@@ -149,7 +162,8 @@ def _ingest(raw: bytes, origin: _Origin, *, replacing: InboundMail | None = None
     # A second try only for a unique-key clash that is not our dedupe key: a concurrent
     # poller created the same new contact, which the second try then finds.
     for _attempt in range(2):
-        stored: list[str | Uploads] = []
+        # Whatever fails removes the early uploads with the rest; a second try uploads afresh.
+        stored: list[str | Uploads] = [early] if early is not None else []
         try:
             mail = parsed if parsed is not None else parse(raw)
             key = dedupe_key(mail, raw)
@@ -158,6 +172,7 @@ def _ingest(raw: bytes, origin: _Origin, *, replacing: InboundMail | None = None
             if replacing is None:
                 earlier, recent = _earlier_and_recent(origin.channel, key, mail, settings, loop_check)
                 if earlier is not None:
+                    _forget_uploads(stored)
                     if earlier.outcome == "quarantined" and not earlier.raw_key:
                         _keep_raw_late(earlier, raw)
                     return _duplicate(earlier, mail)
@@ -166,9 +181,10 @@ def _ingest(raw: bytes, origin: _Origin, *, replacing: InboundMail | None = None
                 db.session.flush()
                 if loop_check and mail.from_address:
                     recent = _recent_from_sender(mail, settings)
-            return _process(raw, mail, key, origin, started, stored, settings, own, recent)
+            return _process(raw, mail, key, origin, started, stored, settings, own, recent, early)
         except IntegrityError as exc:
             _undo(stored)
+            early = None
             error = exc
             earlier = _recorded_quietly(origin.channel, key)
             if earlier is not None and (replacing is None or earlier.id != replacing.id):
@@ -182,9 +198,10 @@ def _ingest(raw: bytes, origin: _Origin, *, replacing: InboundMail | None = None
 
 
 def _process(raw: bytes, mail: ParsedMail, key: str, origin: _Origin, started: float, stored: list[str | Uploads],
-             settings: _Settings, own: frozenset[str] | None, recent: int | None) -> IngestResult:
+             settings: _Settings, own: frozenset[str] | None, recent: int | None,
+             early: Uploads | None) -> IngestResult:
     decision = route.decide(mail, _context(mail, settings, own, recent))
-    uploads = _start_uploads(mail, decision, stored)
+    uploads = _start_uploads(mail, decision, stored, early)
 
     ticket: Ticket | None = None
     comment: Comment | None = None
@@ -218,6 +235,8 @@ def _process(raw: bytes, mail: ParsedMail, key: str, origin: _Origin, started: f
     result = IngestResult(outcome, ticket_id=ticket.id if ticket else None, comment_id=comment.id if comment else None,
                           message_id=mail.message_id, reason=reason, inbound_id=inbound_id)
     db.session.commit()
+    if early is not None and uploads is not early:
+        _forget_uploads([early])  # started in vain: this mail keeps no files
     if result.outcome == "quarantined":
         log.warning("inbound mail %s quarantined: %s", mail.message_id or key, reason)
     return result
@@ -326,6 +345,16 @@ def _undo(stored: list[str | Uploads]) -> None:
         db.session.rollback()
     except Exception:  # noqa: BLE001 - a dead connection: the session starts afresh next time
         log.exception("rollback failed")
+    _forget_uploads(stored)
+
+
+def discard_uploads(uploads: Uploads) -> None:
+    """Remove what `upload_early` stored for a mail that was not ingested after all."""
+    _forget_uploads([uploads])
+
+
+def _forget_uploads(stored: list[str | Uploads]) -> None:
+    """Remove stored objects (waiting for uploads still running) that no committed row refers to."""
     for item in stored:
         for key in item.stored_keys() if isinstance(item, Uploads) else [item]:
             _forget_raw(key)
@@ -520,10 +549,13 @@ def _append(ticket: Ticket, mail: ParsedMail, decision: route.Decision, settings
     return comment
 
 
-def _start_uploads(mail: ParsedMail, decision: route.Decision, stored: list[str | Uploads]) -> Uploads | None:
-    """Start storing the mail's files now, so the uploads run while the ticket is written."""
+def _start_uploads(mail: ParsedMail, decision: route.Decision, stored: list[str | Uploads],
+                   early: Uploads | None) -> Uploads | None:
+    """Start storing the mail's files now (unless the poll did), so the uploads run while the ticket is written."""
     if decision.kind not in ("new_ticket", "comment") or not mail.attachments or decision.too_large:
         return None
+    if early is not None:
+        return early
     uploads = Uploads(attachment_store(), [(part.data, _content_type(part)) for part in mail.attachments])
     stored.append(uploads)  # removed again if the mail's transaction fails
     return uploads

@@ -1,0 +1,167 @@
+"""Large polls: helper processes fetch and parse, files upload early, one send job per batch; nothing lost."""
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from helpdesk.extensions import db
+from helpdesk.mail import prefetch
+from helpdesk.models import Attachment, Mailbox, OutboundMessage
+from helpdesk.services import inbound
+from helpdesk.services.attachments import attachment_store
+from helpdesk.storage import LocalStore
+
+SEEN = b"\\Seen"
+
+
+@pytest.fixture
+def large_poll(monkeypatch):
+    """Make every poll a "large" one (helpers, early uploads) in batches of 3, so batches alternate helpers."""
+    monkeypatch.setattr(inbound, "PREFETCH_MIN", 1)
+    monkeypatch.setattr(inbound, "BATCH", 3)
+    monkeypatch.setattr(prefetch, "WAIT", 0.2)
+
+
+@pytest.fixture
+def ingested_with(monkeypatch):
+    """Record, per UID, whether the poll handed ingest a parsed mail (the helpers' work) and early uploads."""
+    seen: dict[int, tuple[bool, bool]] = {}
+    real = inbound.ingest_mail
+
+    def spy(raw, **kwargs):
+        seen[kwargs["uid"]] = (kwargs.get("parsed") is not None, kwargs.get("uploads") is not None)
+        return real(raw, **kwargs)
+
+    monkeypatch.setattr(inbound, "ingest_mail", spy)
+    return seen
+
+
+def stored_objects() -> set[str]:
+    """Return every key in the attachment store (a folder on the SQLite pass, S3 on the PostgreSQL one)."""
+    store = attachment_store()
+    if isinstance(store, LocalStore):
+        root = Path(store.folder)
+        return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()} if root.exists() else set()
+    return {o.object_name for o in store.client.list_objects(store.bucket, recursive=True)}
+
+
+def test_a_large_poll_is_parsed_by_helpers_and_gives_the_same_tickets(
+        large_poll, ingested_with, make_mailbox, append, customer_mail, server_state, read_tickets, read_inbound):
+    mailbox = make_mailbox()
+    files = {n: os.urandom(5_000 + n) for n in range(8)}
+    uids = append(*(customer_mail(n, attachment=files[n]) for n in range(8)))
+
+    report = inbound.poll_mailbox(mailbox.id)
+
+    assert report.ok, report.error
+    assert (report.processed, dict(report.outcomes)) == (8, {"created": 8})
+    assert ingested_with == {uid: (True, True) for uid in uids}
+    tickets = read_tickets()
+    assert [t.title.split(" (")[0] for t in tickets] == [f"Printer {n} is on fire" for n in range(8)]
+    for n, ticket in enumerate(tickets):
+        [attachment] = ticket.attachments
+        assert attachment.sha256 == hashlib.sha256(files[n]).hexdigest()
+        assert attachment_store().read(attachment.storage_key) == files[n]
+    assert [row.uid for row in read_inbound()] == uids
+    assert all(SEEN in flags for flags in server_state().values())
+    db.session.expire_all()
+    assert db.session.get(Mailbox, mailbox.id).last_uid == uids[-1]
+    assert multiprocessing.active_children() == []
+
+
+def test_a_helper_that_dies_stops_the_poll_and_the_rerun_loses_and_duplicates_nothing(
+        large_poll, monkeypatch, make_mailbox, append, customer_mail, server_state, read_tickets, read_inbound):
+    mailbox = make_mailbox()
+    uids = append(*(customer_mail(n) for n in range(9)))
+    real_parse = prefetch.parse
+
+    def dies_on_mail_4(raw):
+        if b"Printer 4 is on fire" in raw:
+            os._exit(3)  # the helper process is killed in the middle of its batch
+        return real_parse(raw)
+
+    monkeypatch.setattr(prefetch, "parse", dies_on_mail_4)  # the helpers are forked after this
+
+    crashed = inbound.poll_mailbox(mailbox.id)
+
+    assert not crashed.ok and "helper stopped unexpectedly" in crashed.error
+    assert multiprocessing.active_children() == []
+    # The first batch went in and is checkpointed; nothing of the dead helper's batch (mails 3-5) did.
+    assert len(read_tickets()) == 3
+    db.session.expire_all()
+    assert db.session.get(Mailbox, mailbox.id).last_uid == uids[2]
+
+    monkeypatch.setattr(prefetch, "parse", real_parse)
+    rerun = inbound.poll_mailbox(mailbox.id)
+
+    assert rerun.ok, rerun.error
+    assert len(read_tickets()) == 9
+    assert sorted(row.uid for row in read_inbound() if row.outcome == "created") == uids
+    assert all(SEEN in flags for flags in server_state().values())
+
+
+def test_early_uploads_of_mails_that_keep_no_files_are_removed(
+        large_poll, make_mailbox, append, customer_mail, read_tickets, read_inbound):
+    mailbox = make_mailbox()
+    append(*(customer_mail(n, attachment=os.urandom(3_000)) for n in range(4)))
+    assert inbound.poll_mailbox(mailbox.id).ok
+    kept = stored_objects()
+    assert len(kept) == 4
+    # The server renumbers the folder: every mail comes again and is a duplicate, its early upload in vain.
+    db.session.expire_all()
+    row = db.session.get(Mailbox, mailbox.id)
+    row.uidvalidity, row.last_uid = 1, 0
+    db.session.commit()
+
+    again = inbound.poll_mailbox(mailbox.id)
+
+    assert again.ok and dict(again.outcomes) == {"duplicate": 4}
+    assert stored_objects() == kept
+    assert len(read_tickets()) == 4
+    assert db.session.scalar(db.select(db.func.count(Attachment.id))) == 4
+
+
+@pytest.fixture
+def unread_redis_queue(app_config, services):
+    """Send jobs to a Redis database of this test's own that no worker reads."""
+    from redis import Redis
+
+    url = services["HELPDESK_TEST_REDIS_URL"].rsplit("/", 1)[0] + f"/{uuid.uuid4().int % 14 + 2}"
+    app_config.update(JOBS_INLINE=False, REDIS_URL=url)
+    redis = Redis.from_url(url)
+    redis.flushdb()
+    yield redis
+    redis.flushdb()
+    redis.close()
+
+
+def test_a_batch_of_confirmations_goes_to_the_workers_as_one_send_job(large_poll, unread_redis_queue, request):
+    # Fetched only now: pytest-flask's autouse fixture would build `app` before the config changed.
+    app = request.getfixturevalue("app")
+    from jobs import rq_queue
+
+    make_mailbox, append, customer_mail = (request.getfixturevalue(name)
+                                           for name in ("make_mailbox", "append", "customer_mail"))
+    try:
+        mailbox = make_mailbox()
+        append(*(customer_mail(n) for n in range(7)))
+
+        report = inbound.poll_mailbox(mailbox.id)
+
+        assert report.ok and dict(report.outcomes) == {"created": 7}
+        confirmations = sorted(db.session.scalars(db.select(OutboundMessage.id).filter_by(kind="new_ticket")))
+        assert len(confirmations) == 7
+        queue = rq_queue(app)
+        jobs = [queue.fetch_job(i) for i in queue.job_ids]
+        # Batches of 3, 3 and 1: one job each, naming every confirmation of its batch.
+        assert [job.func_name for job in jobs] == ["jobs.mail.send_outbox"] * 3
+        assert sorted(i for job in jobs for i in job.args) == confirmations
+        assert sorted(len(job.args) for job in jobs) == [1, 3, 3]
+    finally:
+        if "redis" in app.extensions:
+            app.extensions["redis"].close()
