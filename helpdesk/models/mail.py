@@ -125,7 +125,8 @@ class InboundMail(db.Model):
 
     __tablename__ = "inbound_mails"
     __table_args__ = (UniqueConstraint("channel", "dedupe_key", name="uq_inbound_mails_channel_dedupe"),
-                      Index("ix_inbound_mails_outcome_created", "outcome", "created_at"))
+                      Index("ix_inbound_mails_outcome_created", "outcome", "created_at"),
+                      Index("ix_inbound_mails_sender_created", "sender", "created_at"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     channel: Mapped[str] = mapped_column(String(40))  # "mailbox:<id>" or "cli"
