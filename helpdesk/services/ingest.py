@@ -299,8 +299,9 @@ _EARLIER_ID = select(InboundMail.id).where(InboundMail.channel == bindparam("cha
 # The (sender, created_at) index answers it from the sender's own recent rows.
 _RECENT = select(func.count(InboundMail.id)).where(
     InboundMail.sender == bindparam("sender"), InboundMail.created_at >= bindparam("since")).scalar_subquery()
-_EARLIER_AND_RECENT = select(_EARLIER_ID, _RECENT)
-_EARLIER_ONLY = select(_EARLIER_ID, null())
+_SENDER_CONTACT_ID = select(Contact.id).where(Contact.email == bindparam("sender")).scalar_subquery()
+_EARLIER_AND_RECENT = select(_EARLIER_ID, _RECENT, _SENDER_CONTACT_ID)
+_EARLIER_ONLY = select(_EARLIER_ID, null(), _SENDER_CONTACT_ID)
 _RECENT_ONLY = select(_RECENT)
 
 
@@ -312,9 +313,11 @@ def _earlier_and_recent(channel: str, key: str, mail: ParsedMail, settings: _Set
     count (None when not wanted) leaves the mail itself out.
     """
     statement = _EARLIER_AND_RECENT if loop_check and mail.from_address else _EARLIER_ONLY
+    params = {"channel": channel, "key": key, **_recent_params(mail, settings)}
     # On the connection: a Core query costs a fraction of an ORM one, and nothing is pending to flush.
-    earlier, count = db.session.connection().execute(
-        statement, {"channel": channel, "key": key, **_recent_params(mail, settings)}).one()
+    earlier, count, contact_id = db.session.connection().execute(statement, params).one()
+    # The same round trip found the sender's contact, if any: _contact_for needs no query of its own.
+    lookups.transaction_scratch()["sender_contact"] = (params["sender"], contact_id)
     return (db.session.get(InboundMail, earlier) if earlier is not None else None), count
 
 
@@ -475,7 +478,11 @@ def _contact_for(mail: ParsedMail, settings: _Settings) -> tuple[Contact | None,
     address = mail.from_address
     if not address or "@" not in address or not _usable_key(address, _ADDRESS_MAX):
         return None, None
-    contact = db.session.scalars(_CONTACT_BY_EMAIL, {"email": address}).first()
+    known = lookups.transaction_scratch().get("sender_contact")
+    if known is not None and known[0] == address:
+        contact = db.session.get(Contact, known[1]) if known[1] is not None else None
+    else:
+        contact = db.session.scalars(_CONTACT_BY_EMAIL, {"email": address}).first()
     if contact is not None:
         if not contact.name and mail.from_name:
             contact.name = _clip(_text(mail.from_name), _NAME_MAX)
