@@ -424,15 +424,22 @@ class ImapSession:
             _message, pending = client.noop()
             if _announces_mail(pending):
                 return True
+            # imaplib keeps the folder's size from SELECT as an "EXISTS" answer; only one that
+            # comes after this point announces new mail.
+            client._imap.untagged_responses.pop("EXISTS", None)
             client.idle()
+            responses: list = []
             try:
                 # An announcement sent before the server's "+ idling" is filed by imaplib, not returned.
                 if client._imap.untagged_responses.pop("EXISTS", None):
                     return True
                 responses = client.idle_check(timeout=timeout)
             finally:
-                client.idle_done()
-        return _announces_mail(responses)
+                # What arrives while IDLE ends (say, new mail just after another client's flag
+                # change woke us) comes with DONE's reply; dropping it would leave that mail
+                # waiting for the next IDLE round, minutes away.
+                _text, ending = client.idle_done()
+        return _announces_mail([*responses, *ending])
 
     def append(self, folder: str, raw: bytes, flags: Iterable[str] = ()) -> int | None:
         """Store `raw` in `folder`; return its UID when the server reports it (UIDPLUS)."""

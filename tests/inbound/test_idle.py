@@ -1,4 +1,5 @@
 """IMAP IDLE: a mail APPENDed to the watched folder becomes a ticket without waiting for a poll interval."""
+import select
 import threading
 import time
 
@@ -63,3 +64,21 @@ def test_watch_of_a_disabled_mailbox_returns_at_once(app, make_mailbox):
     watch_mailbox(mailbox.id, threading.Event())
     db.session.refresh(mailbox)
     assert mailbox.last_poll_at is None
+
+
+def test_mail_announced_while_idle_ends_is_not_missed(imap, folder):
+    with ImapSession(imap()) as watcher:
+        watcher.select(folder, readonly=True)
+        client = watcher.client
+
+        def woken_by_something_else(timeout=None):
+            # New mail arrives just as IDLE returns for another reason (a flag change, a timeout):
+            # the server's EXISTS then comes in with the reply to DONE.
+            with ImapSession(imap()) as other:
+                other.append(folder, _mail("Arrived as IDLE ended"))
+            # Wait (without reading) until the server has pushed its notice to this connection.
+            assert select.select([client.socket()], [], [], 30)[0], "the server announced nothing"
+            return []
+
+        client.idle_check = woken_by_something_else
+        assert watcher.wait_for_new_mail(5) is True
