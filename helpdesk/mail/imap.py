@@ -433,7 +433,10 @@ class ImapSession:
                 # An announcement sent before the server's "+ idling" is filed by imaplib, not returned.
                 if client._imap.untagged_responses.pop("EXISTS", None):
                     return True
-                responses = client.idle_check(timeout=timeout)
+                # imaplib may have read the announcement together with "+ idling": it then waits in
+                # its buffer, and the socket that idle_check watches stays quiet until the timeout.
+                if not _has_buffered_input(client):
+                    responses = client.idle_check(timeout=timeout)
             finally:
                 # What arrives while IDLE ends (say, new mail just after another client's flag
                 # change woke us) comes with DONE's reply; dropping it would leave that mail
@@ -452,6 +455,19 @@ class ImapSession:
             if len(parts) == 3 and parts[2].isdigit():
                 return int(parts[2])
         return None
+
+
+def _has_buffered_input(client: IMAPClient) -> bool:
+    """Tell whether bytes from the server were already read into imaplib's buffer (or TLS's), unseen."""
+    sock = client.socket()
+    previous = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        return bool(client._imap.file.peek(1))
+    except OSError:  # nothing buffered, and nothing on the wire yet
+        return False
+    finally:
+        sock.settimeout(previous)
 
 
 def _announces_mail(responses) -> bool:

@@ -82,3 +82,28 @@ def test_mail_announced_while_idle_ends_is_not_missed(imap, folder):
 
         client.idle_check = woken_by_something_else
         assert watcher.wait_for_new_mail(5) is True
+
+
+def test_mail_announced_with_the_idle_go_ahead_does_not_wait_for_the_timeout(imap, folder):
+    with ImapSession(imap()) as watcher:
+        watcher.select(folder, readonly=True)
+        client = watcher.client
+        real_idle = client.idle
+        waited = []
+
+        def idle_then_read_ahead():
+            real_idle()
+            # The announcement arrives right behind "+ idling", and imaplib's buffered reader
+            # takes it in with that line: the socket has nothing more to signal.
+            with ImapSession(imap()) as other:
+                other.append(folder, _mail("Announced with the go-ahead"))
+            assert select.select([client.socket()], [], [], 30)[0], "the server announced nothing"
+            assert client._imap.file.peek(1)
+
+        def idle_check(timeout=None):
+            waited.append(timeout)  # a wait on the quiet socket would last the whole timeout
+            return []
+
+        client.idle, client.idle_check = idle_then_read_ahead, idle_check
+        assert watcher.wait_for_new_mail(30) is True
+        assert waited == []
