@@ -140,6 +140,17 @@ class Uploads:
         pool = _upload_pool()
         self._futures = [pool.submit(store.put, data, content_type=content_type) for data, content_type in files]
 
+    @classmethod
+    def completed(cls, stored: list[StoredObject]) -> Uploads:
+        """Return finished uploads (made elsewhere, say by a poll's helper process)."""
+        uploads = cls.__new__(cls)
+        uploads._futures = []
+        for obj in stored:
+            future: Future = Future()
+            future.set_result(obj)
+            uploads._futures.append(future)
+        return uploads
+
     def results(self) -> list[StoredObject]:
         """Wait for every put; return what was stored in order, or raise the first StorageError."""
         done = [self._outcome(future) for future in self._futures]
@@ -160,6 +171,22 @@ class Uploads:
             return exc
         except Exception as exc:  # noqa: BLE001 - any failure of a put is the store's failure to the caller
             return StorageError(f"Cannot store attachment: {type(exc).__name__}: {exc}")
+
+
+def put_all(store: AttachmentStore, files: list[tuple[bytes, str]]) -> list[StoredObject]:
+    """Store each (data, content_type) in turn; on a failure remove the ones stored and raise StorageError."""
+    stored: list[StoredObject] = []
+    try:
+        for data, content_type in files:
+            stored.append(store.put(data, content_type=content_type))
+    except StorageError:
+        for obj in stored:
+            try:
+                store.delete(obj.key)
+            except StorageError:
+                pass  # an orphaned object costs only space
+        raise
+    return stored
 
 
 class LocalStore(AttachmentStore):

@@ -11,15 +11,17 @@ import logging
 import multiprocessing
 import pickle
 import queue
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from helpdesk.mail.imap import ImapError, ImapSession, ImapSettings
 from helpdesk.mail.parse import ParsedMail, parse
+from helpdesk.storage import StoredObject
 
 log = logging.getLogger(__name__)
 
 WAIT = 5.0  # seconds between checks that the helper still lives
+Upload = Callable[[ParsedMail], "list[StoredObject] | None"]
 
 
 @dataclass
@@ -29,6 +31,7 @@ class FetchedMail:
     uid: int
     raw: bytes
     mail: ParsedMail
+    stored: list[StoredObject] | None = None  # the mail's files, when the helper stored them
 
 
 def available() -> bool:
@@ -44,7 +47,8 @@ class Prefetcher:
     """
 
     def __init__(self, settings: ImapSettings, folder: str, uids: list[int], batch: int = 50,
-                 helpers: int = 2) -> None:
+                 helpers: int = 2, upload: Upload | None = None) -> None:
+        """`upload`, run in the helpers, may store a parsed mail's files and return what it stored."""
         # fork, not spawn: the helper needs no imports of its own (spawn would re-import Flask and
         # the app, over a second), and it touches nothing it inherits but the code it runs.
         context = multiprocessing.get_context("fork")
@@ -53,7 +57,7 @@ class Prefetcher:
         count = max(1, min(helpers, len(self._batches)))
         self._queues = [context.Queue(maxsize=batch + 1) for _ in range(count)]
         self._processes = [
-            context.Process(target=_produce, args=(settings, folder, self._batches[n::count], self._queues[n]),
+            context.Process(target=_produce, args=(settings, folder, self._batches[n::count], self._queues[n], upload),
                             name=f"helpdesk-prefetch-{n + 1}", daemon=True)
             for n in range(count)]
         for process in self._processes:
@@ -67,8 +71,8 @@ class Prefetcher:
                 message = self._next(helper)
                 kind = message[0]
                 if kind == "mail":
-                    uid, raw, parsed = message[1:]
-                    yield FetchedMail(uid, raw, pickle.loads(parsed) if parsed is not None else parse(raw))
+                    uid, raw, parsed, stored = message[1:]
+                    yield FetchedMail(uid, raw, pickle.loads(parsed) if parsed is not None else parse(raw), stored)
                 elif kind == "batch_done":
                     break
                 elif kind == "imap_error":
@@ -86,35 +90,50 @@ class Prefetcher:
                     raise ImapError("connection", "The mail fetching helper stopped unexpectedly "
                                                   f"(exit code {process.exitcode}).") from None
 
-    def close(self) -> None:
-        """Stop the helpers, whether or not every mail was taken."""
+    def close(self) -> list[list[StoredObject]]:
+        """Stop the helpers, whether or not every mail was taken; return the files stored for mails not taken."""
         for process in self._processes:
             if process.is_alive():
                 process.terminate()
+        leftovers = []
         for process, out in zip(self._processes, self._queues):
             process.join(10)
+            while True:
+                try:
+                    message = out.get_nowait()
+                except (queue.Empty, OSError, EOFError, pickle.UnpicklingError):
+                    break
+                if message[0] == "mail" and message[4]:
+                    leftovers.append(message[4])
             out.close()
             out.join_thread()
+        return leftovers
 
     def __enter__(self) -> Prefetcher:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.close()
+        self.close()  # files stored for mails never taken stay orphaned: a few objects, only space
 
 
-def _produce(settings: ImapSettings, folder: str, batches: list[list[int]], out: multiprocessing.Queue) -> None:
-    """A helper: fetch and parse each mail of its batches, hand them over, "batch_done" after each (or what failed)."""
+def _produce(settings: ImapSettings, folder: str, batches: list[list[int]], out: multiprocessing.Queue,
+             upload: Upload | None) -> None:
+    """A helper: fetch, parse (and maybe store the files of) each mail of its batches, hand them over,
+    "batch_done" after each batch (or what failed)."""
     try:
         with ImapSession(settings) as session:
             session.select(folder, readonly=True)
             for uids in batches:
                 for uid, raw in session.fetch_uids(uids, batch=len(uids)):
+                    stored = None
                     try:
-                        parsed = pickle.dumps(parse(raw), protocol=pickle.HIGHEST_PROTOCOL)
+                        mail = parse(raw)
+                        # Uploading here, not in the caller's threads, keeps them off its interpreter lock.
+                        stored = upload(mail) if upload is not None else None
+                        parsed = pickle.dumps(mail, protocol=pickle.HIGHEST_PROTOCOL)
                     except Exception:  # noqa: BLE001 - the caller parses this one itself; no mail goes missing
                         parsed = None
-                    out.put(("mail", uid, raw, parsed))
+                    out.put(("mail", uid, raw, parsed, stored))
                 out.put(("batch_done",))
     except ImapError as exc:
         out.put(("imap_error", exc.kind, exc.diagnosis, exc.server_reply))

@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,9 +31,9 @@ from helpdesk.models import Mailbox
 from helpdesk.models._time import utcnow
 import jobs
 from helpdesk.services import lookups, mailboxes
-from helpdesk.services.ingest import IngestResult, discard_uploads, ingest_mail, upload_early
+from helpdesk.services.ingest import IngestResult, discard_uploads, early_uploader, ingest_mail, upload_early
 from helpdesk.services.mailboxes import own_addresses
-from helpdesk.storage import Uploads
+from helpdesk.storage import StoredObject, Uploads
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ BUSY = "another poll is running"
 
 PREFETCH_MIN = 100  # new mails from which a helper process parses while this one stores
 OnResult = Callable[[int, IngestResult], None]
-Fetched = tuple[int, bytes, ParsedMail | None]
+Fetched = tuple[int, bytes, ParsedMail | None, "list[StoredObject] | None"]
 
 
 @dataclass
@@ -192,10 +192,15 @@ def _poll(mailbox_id: int, owner: str, report: PollReport, on_result: OnResult |
 def _fetcher(session: ImapSession, mailbox: Mailbox, uids: list[int]) -> Iterator[Iterator[Fetched]]:
     """Yield the new mails in UID order: parsed by a helper process when there are many, else fetched here."""
     if len(uids) >= PREFETCH_MIN and prefetch.available():
-        with prefetch.Prefetcher(mailboxes.imap_settings(mailbox), mailbox.folder, uids, BATCH) as helper:
-            yield ((item.uid, item.raw, item.mail) for item in helper)
+        helper = prefetch.Prefetcher(mailboxes.imap_settings(mailbox), mailbox.folder, uids, BATCH,
+                                     upload=early_uploader())
+        try:
+            yield ((item.uid, item.raw, item.mail, item.stored) for item in helper)
+        finally:
+            for stored in helper.close():  # files the helpers stored for mails the poll never took
+                discard_uploads(Uploads.completed(stored))
     else:
-        yield ((uid, raw, None) for uid, raw in session.fetch_uids(uids, batch=BATCH))
+        yield ((uid, raw, None, None) for uid, raw in session.fetch_uids(uids, batch=BATCH))
 
 
 def _ingest_all(session: ImapSession, mailbox_id: int, owner: str, uids: list[int], fetched: Iterator[Fetched],
@@ -203,7 +208,7 @@ def _ingest_all(session: ImapSession, mailbox_id: int, owner: str, uids: list[in
     """Ingest the new mails batch by batch: each mail committed, then the batch marked done and checkpointed."""
     channel = f"mailbox:{mailbox_id}"
     own = lookups.cached("own_addresses", own_addresses)
-    upcoming = _next_with_uploads(fetched)
+    ahead = _Ahead(fetched)
     try:
         for start in range(0, len(uids), BATCH):
             chunk = uids[start:start + BATCH]
@@ -211,10 +216,8 @@ def _ingest_all(session: ImapSession, mailbox_id: int, owner: str, uids: list[in
             failed = ""
             # The batch's confirmation mails go to the workers as one send job, not one per mail.
             with jobs.gathered():
-                while isinstance(upcoming, tuple) and upcoming[0] <= chunk[-1]:
-                    uid, raw, parsed, uploads = upcoming
-                    # The next mail's files upload while this one is written.
-                    upcoming = _next_with_uploads(fetched)
+                while (item := ahead.take(up_to_uid=chunk[-1])) is not None:
+                    uid, raw, parsed, uploads = item
                     result = ingest_mail(raw, channel=channel, mailbox_id=mailbox_id, uid=uid,
                                          uidvalidity=uidvalidity, own=own, parsed=parsed, uploads=uploads)
                     report.processed += 1
@@ -234,7 +237,7 @@ def _ingest_all(session: ImapSession, mailbox_id: int, owner: str, uids: list[in
                     mark_processed(session, mailbox, done)
                 # Mails missing from the FETCH were expunged by someone else meanwhile: nothing to keep.
                 # After a failure, though, the ones not taken are still to do.
-                stopped = upcoming if isinstance(upcoming, ImapError) else None
+                stopped = ahead.failure
                 checkpoint = max(done, default=mailbox.last_uid) if failed or stopped else chunk[-1]
                 mailbox.last_uid = max(mailbox.last_uid, checkpoint)
                 db.session.commit()
@@ -243,24 +246,64 @@ def _ingest_all(session: ImapSession, mailbox_id: int, owner: str, uids: list[in
                 if stopped is not None:
                     raise stopped
     finally:
-        if isinstance(upcoming, tuple) and upcoming[3] is not None:
-            discard_uploads(upcoming[3])  # the poll stopped before that mail
+        ahead.discard()  # the poll stopped before those mails
 
 
-def _next_with_uploads(
-        fetched: Iterator[Fetched]) -> tuple[int, bytes, ParsedMail | None, Uploads | None] | ImapError | None:
-    """Take the next mail, its files already uploading; a failure to fetch it is returned, raised when it is due.
+Ahead = tuple[int, bytes, ParsedMail | None, Uploads | None]
 
-    The mail before it is then still ingested and marked done.
+
+class _Ahead:
+    """The next few mails, taken from the fetcher with their files already uploading.
+
+    The uploads then run while the mails before are written. A failure to fetch is kept in
+    line and reported when it is due, so the mails before it are still ingested and marked done.
     """
-    try:
-        item = next(fetched, None)
-    except ImapError as exc:
-        return exc
-    if item is None:
-        return None
-    uid, raw, parsed = item
-    return uid, raw, parsed, upload_early(parsed) if parsed is not None else None
+
+    DEPTH = 4
+
+    def __init__(self, fetched: Iterator[Fetched]) -> None:
+        self._fetched = fetched
+        self._items: deque[Ahead | ImapError] = deque()
+        self._ended = False
+        self._fill()
+
+    def take(self, *, up_to_uid: int) -> Ahead | None:
+        """Return the next mail if its UID is at most `up_to_uid`, else None."""
+        if not self._items or isinstance(self._items[0], ImapError) or self._items[0][0] > up_to_uid:
+            return None
+        item = self._items.popleft()
+        self._fill()
+        return item
+
+    @property
+    def failure(self) -> ImapError | None:
+        """The fetch failure that stands next in line, if any."""
+        return self._items[0] if self._items and isinstance(self._items[0], ImapError) else None
+
+    def discard(self) -> None:
+        """Remove what was uploaded for mails never ingested."""
+        for item in self._items:
+            if isinstance(item, tuple) and item[3] is not None:
+                discard_uploads(item[3])
+        self._items.clear()
+
+    def _fill(self) -> None:
+        while not self._ended and len(self._items) < self.DEPTH:
+            try:
+                item = next(self._fetched, None)
+            except ImapError as exc:
+                self._items.append(exc)
+                self._ended = True
+                return
+            if item is None:
+                self._ended = True
+                return
+            uid, raw, parsed, stored = item
+            if stored is not None:
+                uploads = Uploads.completed(stored)  # a helper process stored them already
+            else:
+                uploads = upload_early(parsed) if parsed is not None else None
+            self._items.append((uid, raw, parsed, uploads))
 
 
 def _finish(mailbox_id: int, owner: str, report: PollReport) -> None:

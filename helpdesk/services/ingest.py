@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -34,7 +35,8 @@ from helpdesk.services import lookups
 from helpdesk.services.attachments import attachment_store, link_attachment
 from helpdesk.services.mailboxes import own_addresses
 from helpdesk.services.tickets import add_comment, open_ticket
-from helpdesk.storage import LocalStore, StorageError, Uploads
+from helpdesk.storage import (AttachmentStore, LocalStore, StorageError, StoredObject, Uploads, make_store,
+                              put_all)
 
 log = logging.getLogger(__name__)
 
@@ -102,12 +104,47 @@ def ingest_mail(raw: bytes, *, channel: str = "cli", mailbox_id: int | None = No
 def upload_early(mail: ParsedMail) -> Uploads | None:
     """Start storing the files of a mail that will likely keep them, before it is ingested (a poll's next mail).
 
-    The uploads then run while the mail before is written. Automatic mail (bounces, out-of-office)
-    and mail over the size limit rarely keep files: theirs wait for the routing decision.
+    The uploads then run while the mail before is written.
     """
-    if not mail.attachments or mail.auto_submitted or mail.is_bounce or mail.size > _settings().max_size:
+    files = early_files(mail, _settings().max_size)
+    return Uploads(attachment_store(), files) if files else None
+
+
+def early_files(mail: ParsedMail, max_size: int) -> list[tuple[bytes, str]] | None:
+    """Return the (data, content type) a mail will likely keep, or None when that waits for routing.
+
+    Automatic mail (bounces, out-of-office) and mail over the size limit rarely keep files.
+    """
+    if not mail.attachments or mail.auto_submitted or mail.is_bounce or mail.size > max_size:
         return None
-    return Uploads(attachment_store(), [(part.data, _content_type(part)) for part in mail.attachments])
+    return [(part.data, _content_type(part)) for part in mail.attachments]
+
+
+def early_uploader() -> Callable[[ParsedMail], list[StoredObject] | None]:
+    """Return what a poll's helper process calls to store a parsed mail's files (None: it did not).
+
+    It opens its own connection to the store on first use: a forked process must not share the
+    parent's.
+    """
+    cfg = current_app.config
+    params = dict(s3_endpoint=cfg["S3_ENDPOINT"], s3_access_key=cfg["S3_ACCESS_KEY"],
+                  s3_secret_key=cfg["S3_SECRET_KEY"], s3_bucket=cfg["S3_BUCKET"], s3_secure=cfg["S3_SECURE"],
+                  local_folder=cfg["ATTACHMENT_FOLDER"])
+    max_size = _settings().max_size
+    store: list[AttachmentStore] = []
+
+    def upload(mail: ParsedMail) -> list[StoredObject] | None:
+        files = early_files(mail, max_size)
+        if not files:
+            return None
+        if not store:
+            store.append(make_store(**params))
+        try:
+            return put_all(store[0], files)
+        except StorageError:
+            return None  # the poll stores them itself, and says what failed if it fails again
+
+    return upload
 
 
 def reprocess(inbound_id: int) -> IngestResult:
