@@ -29,11 +29,11 @@ from helpdesk.mail.parse import ParsedMail
 from helpdesk.mail.secrets import CredentialError
 from helpdesk.models import Mailbox
 from helpdesk.models._time import utcnow
-import jobs
 from helpdesk.services import lookups, mailboxes
 from helpdesk.services.ingest import IngestResult, discard_uploads, early_uploader, ingest_mail, upload_early
 from helpdesk.services.mailboxes import own_addresses
 from helpdesk.storage import StoredObject, Uploads
+import jobs
 
 log = logging.getLogger(__name__)
 
