@@ -6,6 +6,8 @@ import io
 import os
 import re
 import tempfile
+import threading
+import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -301,6 +303,7 @@ class S3Store(AttachmentStore):
         except ValueError as exc:
             raise StorageError(f"The S3 endpoint {endpoint!r} is not usable: {exc}") from exc
         self._bucket_ready = False
+        self._bucket_lock = threading.Lock()  # uploads run on several threads
 
     def _error(self, exc: Exception, key: str | None = None) -> StorageError:
         """Translate a minio/urllib3 failure into a StorageError an admin can act on."""
@@ -343,18 +346,35 @@ class S3Store(AttachmentStore):
     def _ensure_bucket(self) -> None:
         if self._bucket_ready:
             return
+        with self._bucket_lock:
+            if not self._bucket_ready:
+                self._create_bucket()
+                self._bucket_ready = True
+
+    def _create_bucket(self) -> None:
         try:
             if not self.client.bucket_exists(self.bucket):
                 self.client.make_bucket(self.bucket, location=self.region)
         except S3Error as exc:
-            # Another worker may have created it between our two calls.
-            if exc.code != "BucketAlreadyOwnedByYou":
+            # Another worker or process may be creating it at this very moment: some servers then
+            # answer BucketAlreadyOwnedByYou, others (SeaweedFS) NoSuchBucket until it exists.
+            if exc.code != "BucketAlreadyOwnedByYou" and not self._bucket_appears():
                 raise self._error(exc) from exc
         except (MinioException, HTTPError) as exc:
             raise self._error(exc) from exc
         except ValueError as exc:  # minio checks bucket names locally before any request
             raise StorageError(f"The S3 bucket name {self.bucket!r} cannot be used: {exc}", kind="bucket") from exc
-        self._bucket_ready = True
+
+    def _bucket_appears(self) -> bool:
+        """Tell whether the bucket exists within a second (another process is creating it)."""
+        for delay in (0.05, 0.2, 0.75):
+            time.sleep(delay)
+            try:
+                if self.client.bucket_exists(self.bucket):
+                    return True
+            except (MinioException, HTTPError):
+                pass
+        return False
 
     def put(self, data: bytes | BinaryIO, *, content_type: str, size: int | None = None) -> StoredObject:
         self._ensure_bucket()

@@ -286,3 +286,40 @@ def test_s3_https_against_a_plain_http_server(s3_store):
         store.check()
     assert caught.value.kind == "tls"
     assert "check S3_SECURE" in str(caught.value)
+
+
+@pytest.mark.parametrize("attempt", range(5))
+def test_first_uploads_to_a_new_bucket_from_several_threads_and_stores_all_succeed(s3_store, attempt):
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    first = s3_store()
+    # A second store on the same bucket stands for another process (a poll's helper) starting too.
+    second = s3_store(bucket=first.bucket)
+    files = [os.urandom(2_000 + n) for n in range(8)]
+    start = threading.Barrier(8)
+
+    def put(n: int) -> StoredObject:
+        start.wait(30)  # every first upload at the same moment, as a poll's batch does
+        return (first if n % 2 else second).put(files[n], content_type="x/y")
+
+    with ThreadPoolExecutor(8) as pool:
+        stored = list(pool.map(put, range(8)))
+    assert [first.read(obj.key) for obj in stored] == files
+
+
+def test_a_bucket_another_process_is_creating_is_waited_for_not_reported_missing(s3_store):
+    from minio.error import S3Error
+
+    store = s3_store()
+    other = s3_store(bucket=store.bucket)
+
+    def create_racing(bucket, location=None):
+        # The other process wins the race; this server then answers our create with NoSuchBucket.
+        other.client.make_bucket(bucket)
+        raise S3Error("NoSuchBucket", "The specified bucket does not exist", bucket, "req", "host", None,
+                      bucket_name=bucket)
+
+    store.client.make_bucket = create_racing
+    stored = store.put(b"after the race", content_type="text/plain")
+    assert store.read(stored.key) == b"after the race"
