@@ -181,6 +181,10 @@ def dedupe_key(mail: ParsedMail, raw: bytes) -> str:
     """Return what identifies this mail among the ones already received: its Message-ID, else its hash."""
     if _usable_key(mail.message_id):
         return mail.message_id
+    return _raw_key(raw)
+
+
+def _raw_key(raw: bytes) -> str:
     return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
@@ -193,7 +197,7 @@ def _ingest(raw: bytes, origin: _Origin, *, replacing: InboundMail | None = None
             parsed: ParsedMail | None = None, early: Uploads | None = None) -> IngestResult:
     started = time.perf_counter()
     mail: ParsedMail | None = None
-    key = "sha256:" + hashlib.sha256(raw).hexdigest()
+    key = ""  # set from the parsed mail; hashing every raw mail up front would cost a pass over its bytes
     error: Exception | None = None
     # A second try only for a unique-key clash that is not our dedupe key: a concurrent
     # poller created the same new contact, which the second try then finds.
@@ -230,7 +234,7 @@ def _ingest(raw: bytes, origin: _Origin, *, replacing: InboundMail | None = None
             error = exc
             break
     assert error is not None
-    return _quarantine(raw, mail, key, origin, started, error, replacing)
+    return _quarantine(raw, mail, key or _raw_key(raw), origin, started, error, replacing)
 
 
 def _process(raw: bytes, mail: ParsedMail, key: str, origin: _Origin, started: float, stored: list[str | Uploads],
