@@ -11,7 +11,9 @@ import logging
 import multiprocessing
 import pickle
 import queue
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from helpdesk.mail.imap import ImapError, ImapSession, ImapSettings
@@ -21,6 +23,7 @@ from helpdesk.storage import StoredObject
 log = logging.getLogger(__name__)
 
 WAIT = 5.0  # seconds between checks that the helper still lives
+UPLOAD_THREADS = 3  # per helper
 Upload = Callable[[ParsedMail], "list[StoredObject] | None"]
 
 
@@ -120,6 +123,17 @@ def _produce(settings: ImapSettings, folder: str, batches: list[list[int]], out:
              upload: Upload | None) -> None:
     """A helper: fetch, parse (and maybe store the files of) each mail of its batches, hand them over,
     "batch_done" after each batch (or what failed)."""
+    # Uploads wait on the store, parsing on the CPU: a few upload threads let the helper parse the
+    # next mails meanwhile. Mails are handed over in order, each once its files are stored.
+    uploads = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="prefetch-upload") if upload else None
+    waiting: deque[tuple[int, bytes, bytes | None, Future | None]] = deque()
+
+    def hand_over(all_of_them: bool) -> None:
+        while waiting and (all_of_them or len(waiting) > UPLOAD_THREADS or waiting[0][3] is None
+                           or waiting[0][3].done()):
+            uid, raw, parsed, stored = waiting.popleft()
+            out.put(("mail", uid, raw, parsed, _stored(stored)))
+
     try:
         with ImapSession(settings) as session:
             session.select(folder, readonly=True)
@@ -129,16 +143,31 @@ def _produce(settings: ImapSettings, folder: str, batches: list[list[int]], out:
                     try:
                         mail = parse(raw)
                         # Uploading here, not in the caller's threads, keeps them off its interpreter lock.
-                        stored = upload(mail) if upload is not None else None
+                        stored = uploads.submit(upload, mail) if uploads is not None else None
                         parsed = pickle.dumps(mail, protocol=pickle.HIGHEST_PROTOCOL)
                     except Exception:  # noqa: BLE001 - the caller parses this one itself; no mail goes missing
                         parsed = None
-                    out.put(("mail", uid, raw, parsed, stored))
+                    waiting.append((uid, raw, parsed, stored))
+                    hand_over(all_of_them=False)
+                hand_over(all_of_them=True)
                 out.put(("batch_done",))
     except ImapError as exc:
+        hand_over(all_of_them=True)
         out.put(("imap_error", exc.kind, exc.diagnosis, exc.server_reply))
     except BaseException as exc:  # noqa: BLE001 - the caller must hear of any failure, not wait for it
         out.put(("error", f"{type(exc).__name__}: {exc}"))
     finally:
+        if uploads is not None:
+            uploads.shutdown(wait=False)
         out.close()
         out.join_thread()  # everything put is in the pipe before the process ends
+
+
+def _stored(future: Future | None) -> list[StoredObject] | None:
+    """Return what an upload stored; None when it stored nothing or failed (the caller then stores)."""
+    if future is None:
+        return None
+    try:
+        return future.result()
+    except Exception:  # noqa: BLE001 - the caller stores the files itself and reports what fails
+        return None
