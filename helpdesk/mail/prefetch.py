@@ -1,13 +1,12 @@
 """Fetch and parse a folder's new mail in forked helper processes, while the caller stores the mails before.
 
 Parsing is pure Python and costs about as much as storing, so a thread would only take turns
-with the caller; helper processes parse on the machine's other cores. Helpers only read
-(EXAMINE and BODY.PEEK[]): what the caller does with each mail, and when it marks mail done on
-the server, stays with the caller.
+with the caller; helper processes parse on the machine's other cores, and may also store a mail's
+files (the caller's `upload`). Helpers only read the mailbox (EXAMINE and BODY.PEEK[]): what
+becomes of each mail, and when it is marked done on the server, stays with the caller.
 """
 from __future__ import annotations
 
-import logging
 import multiprocessing
 import pickle
 import queue
@@ -19,8 +18,6 @@ from dataclasses import dataclass
 from helpdesk.mail.imap import ImapError, ImapSession, ImapSettings
 from helpdesk.mail.parse import ParsedMail, parse
 from helpdesk.storage import StoredObject
-
-log = logging.getLogger(__name__)
 
 WAIT = 5.0  # seconds between checks that the helper still lives
 UPLOAD_THREADS = 3  # per helper
@@ -43,7 +40,7 @@ def available() -> bool:
 
 
 class Prefetcher:
-    """Iterate over (uid, raw, parsed) for `uids` in UID order, fetched and parsed by helper processes.
+    """Iterate over the FetchedMail of `uids` in UID order, fetched and parsed by helper processes.
 
     The UIDs go in batches to the helpers in turn (batch 1 to helper 1, batch 2 to helper 2, ...),
     each helper on its own IMAP connection; the caller takes the batches back in order.
