@@ -30,7 +30,7 @@ from helpdesk.mail.secrets import CredentialError
 from helpdesk.models import Mailbox
 from helpdesk.models._time import utcnow
 from helpdesk.services import lookups, mailboxes
-from helpdesk.services.ingest import IngestResult, discard_uploads, early_uploader, ingest_mail, upload_early
+from helpdesk.services.ingest import IngestResult, discard_uploads, early_uploader, ingest_mail
 from helpdesk.services.mailboxes import own_addresses
 from helpdesk.storage import StoredObject, Uploads
 import jobs
@@ -253,10 +253,10 @@ Ahead = tuple[int, bytes, ParsedMail | None, Uploads | None]
 
 
 class _Ahead:
-    """The next few mails, taken from the fetcher with their files already uploading.
+    """The next few mails, taken from the fetcher (with the files their helper stored).
 
-    The uploads then run while the mails before are written. A failure to fetch is kept in
-    line and reported when it is due, so the mails before it are still ingested and marked done.
+    A failure to fetch is kept in line and reported when it is due, so the mails before it are
+    still ingested and marked done.
     """
 
     DEPTH = 4
@@ -299,11 +299,8 @@ class _Ahead:
                 self._ended = True
                 return
             uid, raw, parsed, stored = item
-            if stored is not None:
-                uploads = Uploads.completed(stored)  # a helper process stored them already
-            else:
-                uploads = upload_early(parsed) if parsed is not None else None
-            self._items.append((uid, raw, parsed, uploads))
+            # Files a helper stored already; otherwise ingest stores them once routing wants them.
+            self._items.append((uid, raw, parsed, Uploads.completed(stored) if stored is not None else None))
 
 
 def _finish(mailbox_id: int, owner: str, report: PollReport) -> None:

@@ -32,7 +32,7 @@ from helpdesk.models import Comment, Contact, Customer, CustomerDomain, InboundM
 from helpdesk.models._rows import insert_id, insert_row
 from helpdesk.models._time import utcnow
 from helpdesk.services import lookups
-from helpdesk.services.attachments import attachment_store, link_attachment
+from helpdesk.services.attachments import attachment_store, link_attachment, store_settings
 from helpdesk.services.mailboxes import own_addresses
 from helpdesk.services.tickets import add_comment, open_ticket
 from helpdesk.storage import (AttachmentStore, LocalStore, StorageError, StoredObject, Uploads, make_store,
@@ -95,19 +95,10 @@ def ingest_mail(raw: bytes, *, channel: str = "cli", mailbox_id: int | None = No
     The same mail on the same channel a second time changes nothing and returns "duplicate".
     `own` is `own_addresses()` when the caller looked it up once for many mails (a poll);
     `parsed` is `parse(raw)` when the caller had it parsed already (a poll's helper process), and
-    `uploads` what `upload_early(parsed)` started for it: used if the mail's files are kept, else removed.
+    `uploads` the files a helper stored for it: used if the mail keeps its files, else removed.
     """
     return _ingest(bytes(raw), _Origin(channel, mailbox_id, uid, uidvalidity), own=own, parsed=parsed,
                    early=uploads)
-
-
-def upload_early(mail: ParsedMail) -> Uploads | None:
-    """Start storing the files of a mail that will likely keep them, before it is ingested (a poll's next mail).
-
-    The uploads then run while the mail before is written.
-    """
-    files = early_files(mail, _settings().max_size)
-    return Uploads(attachment_store(), files) if files else None
 
 
 def early_files(mail: ParsedMail, max_size: int) -> list[tuple[bytes, str]] | None:
@@ -126,10 +117,7 @@ def early_uploader() -> Callable[[ParsedMail], list[StoredObject] | None]:
     It opens its own connection to the store on first use: a forked process must not share the
     parent's.
     """
-    cfg = current_app.config
-    params = dict(s3_endpoint=cfg["S3_ENDPOINT"], s3_access_key=cfg["S3_ACCESS_KEY"],
-                  s3_secret_key=cfg["S3_SECRET_KEY"], s3_bucket=cfg["S3_BUCKET"], s3_secure=cfg["S3_SECURE"],
-                  local_folder=cfg["ATTACHMENT_FOLDER"])
+    params = store_settings()
     max_size = _settings().max_size
     store: list[AttachmentStore] = []
 
@@ -391,7 +379,7 @@ def _undo(stored: list[str | Uploads]) -> None:
 
 
 def discard_uploads(uploads: Uploads) -> None:
-    """Remove what `upload_early` stored for a mail that was not ingested after all."""
+    """Remove what a helper stored for a mail that was not ingested after all."""
     _forget_uploads([uploads])
 
 
