@@ -31,7 +31,7 @@ from helpdesk.mail.trim import trim_reply
 from helpdesk.models import Comment, Contact, Customer, CustomerDomain, InboundMail, OutboundMessage, Ticket
 from helpdesk.models._rows import insert_id, insert_row
 from helpdesk.models._time import utcnow
-from helpdesk.services import lookups
+from helpdesk.services import lookups, outbox
 from helpdesk.services.attachments import attachment_store, link_attachment, store_settings
 from helpdesk.services.mailboxes import own_addresses
 from helpdesk.services.tickets import add_comment, open_ticket
@@ -329,8 +329,9 @@ _EARLIER_ID = select(InboundMail.id).where(InboundMail.channel == bindparam("cha
 _RECENT = select(func.count(InboundMail.id)).where(
     InboundMail.sender == bindparam("sender"), InboundMail.created_at >= bindparam("since")).scalar_subquery()
 _SENDER_CONTACT_ID = select(Contact.id).where(Contact.email == bindparam("sender")).scalar_subquery()
-_EARLIER_AND_RECENT = select(_EARLIER_ID, _RECENT, _SENDER_CONTACT_ID)
-_EARLIER_ONLY = select(_EARLIER_ID, null(), _SENDER_CONTACT_ID)
+# The confirmation's loop guard asks how many automatic mails the sender got lately: asked here too.
+_EARLIER_AND_RECENT = select(_EARLIER_ID, _RECENT, _SENDER_CONTACT_ID, outbox.RECENT_AUTOMATIC_TO)
+_EARLIER_ONLY = select(_EARLIER_ID, null(), _SENDER_CONTACT_ID, outbox.RECENT_AUTOMATIC_TO)
 _RECENT_ONLY = select(_RECENT)
 
 
@@ -343,10 +344,13 @@ def _earlier_and_recent(channel: str, key: str, mail: ParsedMail, settings: _Set
     """
     statement = _EARLIER_AND_RECENT if loop_check and mail.from_address else _EARLIER_ONLY
     params = {"channel": channel, "key": key, **_recent_params(mail, settings)}
+    params.update(outbox.recent_automatic_params(params["sender"]))
     # On the connection: a Core query costs a fraction of an ORM one, and nothing is pending to flush.
-    earlier, count, contact_id = db.session.connection().execute(statement, params).one()
-    # The same round trip found the sender's contact, if any: _contact_for needs no query of its own.
+    earlier, count, contact_id, automatic = db.session.connection().execute(statement, params).one()
+    # The same round trip found the sender's contact, if any, and what the confirmation's loop
+    # guard wants to know: neither needs a query of its own.
     lookups.transaction_scratch()["sender_contact"] = (params["sender"], contact_id)
+    outbox.counted_recent_automatic(params["sender"], automatic)
     return (db.session.get(InboundMail, earlier) if earlier is not None else None), count
 
 

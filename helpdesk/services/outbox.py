@@ -144,23 +144,38 @@ def _own_addresses(from_address: str) -> set[str]:
     return set(lookups.cached("own_addresses", own_addresses)) | route.own_addresses([from_address])
 
 
-# Built once: every automatic mail asks it.
-_RECENT_AUTOMATIC = select(func.count(OutboundMessage.id)).where(
+# Built once: every automatic mail asks it, on its own or within a query of the caller's.
+RECENT_AUTOMATIC_TO = select(func.count(OutboundMessage.id)).where(
     OutboundMessage.recipient == bindparam("recipient"), OutboundMessage.automatic.is_(True),
-    OutboundMessage.created_at >= bindparam("since"))
+    OutboundMessage.created_at >= bindparam("automatic_since")).scalar_subquery()
+_RECENT_AUTOMATIC = select(RECENT_AUTOMATIC_TO)
+_COUNTED = "recent_automatic"
+
+
+def recent_automatic_params(address: str) -> dict:
+    """Return the parameters of RECENT_AUTOMATIC_TO for mail to `address`."""
+    return {"recipient": address.strip().lower(), "automatic_since": utcnow() - timedelta(hours=1)}
+
+
+def counted_recent_automatic(address: str, count: int) -> None:
+    """Take the caller's count of automatic mails to `address` in the last hour for this transaction's next one."""
+    lookups.transaction_scratch()[_COUNTED] = (address.strip().lower(), count)
 
 
 def _automatic_block_reason(recipients: list[str], from_address: str) -> str | None:
     own = _own_addresses(from_address)
     limit = current_app.config.get("AUTO_MAILS_PER_HOUR", 10)
-    since = utcnow() - timedelta(hours=1)
     for address in recipients:
         reason = is_automatic_recipient_blocked(address, own)
         if reason:
             return reason
-        # On the connection, not the session: counting committed and inserted rows needs no flush.
-        recent = db.session.connection().execute(_RECENT_AUTOMATIC, {"recipient": address.lower(),
-                                                                     "since": since}).scalar_one()
+        counted = lookups.transaction_scratch().pop(_COUNTED, None)  # good once: this mail is one more
+        if counted is not None and counted[0] == address.lower():
+            recent = counted[1]
+        else:
+            # On the connection, not the session: counting committed and inserted rows needs no flush.
+            recent = db.session.connection().execute(_RECENT_AUTOMATIC,
+                                                     recent_automatic_params(address)).scalar_one()
         if recent >= limit:
             return f"{address} already got {recent} automatic mails in the last hour (the limit is {limit})"
     return None

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -404,6 +405,22 @@ def test_mail_from_the_mailer_daemon_gets_no_confirmation(app, make_mail, create
     assert result.outcome in ("created", "ignored")
     assert True not in created_notify
     assert no_confirmation_queued()
+
+
+@pytest.mark.parametrize("grouped", [False, True], ids=["alone", "in-a-poll"])
+def test_confirmations_to_one_sender_stop_at_the_hourly_limit_of_automatic_mail(app, make_mail, grouped):
+    from helpdesk.extensions import group_commits
+    from helpdesk.models import TicketEvent
+
+    app.config["AUTO_MAILS_PER_HOUR"] = 2
+    with group_commits() if grouped else nullcontext():
+        results = [ingest_mail(make_mail(subject=f"Problem {n}", sender="Jane <Jane@Customer.test>"))
+                   for n in range(3)]
+    assert [r.outcome for r in results] == ["created"] * 3
+    confirmed = db.session.scalars(db.select(OutboundMessage.ticket_id).order_by(OutboundMessage.id)).all()
+    assert confirmed == [results[0].ticket_id, results[1].ticket_id]
+    [event] = db.session.scalars(db.select(TicketEvent).filter_by(kind="notification-suppressed")).all()
+    assert event.ticket_id == results[2].ticket_id and "already got 2 automatic mails" in event.detail
 
 
 def test_mail_from_our_own_addresses_is_ignored(app, make_mail, created_notify):
