@@ -12,6 +12,8 @@ from sqlalchemy import MetaData, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session
 
+from helpdesk import pipeline
+
 
 class Base(DeclarativeBase):
     # Named constraints so Alembic migrations are identical on SQLite and PostgreSQL.
@@ -60,7 +62,7 @@ def group_commits() -> Iterator[None]:
     A poll writes each mail in its own commit and tells the IMAP server only after a durable one.
     """
     session = db.session()
-    session.info[_GROUP_COMMITS] = True
+    session.info[_GROUP_COMMITS] = pipeline.Ids()  # on PostgreSQL, the ids its rows take
     try:
         yield
     finally:
@@ -91,4 +93,13 @@ def _commit_durability(session: Session, _transaction, connection) -> None:
             connection.exec_driver_sql(f"PRAGMA synchronous={wanted}")
             connection.info["synchronous"] = wanted
     elif name == "postgresql" and grouped:
-        connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+        if pipeline.available(connection):
+            # Read when the COMMIT runs: sent with it, it costs no round trip of its own.
+            pipeline.at_commit(connection, "SET LOCAL synchronous_commit TO OFF")
+        else:
+            connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+
+
+def grouped_ids(session: Session) -> pipeline.Ids | None:
+    """Return the ids of the session's `group_commits()`; None outside one (or in its `durable_commit()`)."""
+    return session.info.get(_GROUP_COMMITS)

@@ -22,6 +22,7 @@ from flask import current_app
 from sqlalchemy import bindparam, func, null, select
 from sqlalchemy.exc import IntegrityError
 
+from helpdesk import pipeline
 from helpdesk.extensions import db
 from helpdesk.mail import route
 from helpdesk.mail.freemail import is_free_mail
@@ -345,8 +346,8 @@ def _earlier_and_recent(channel: str, key: str, mail: ParsedMail, settings: _Set
     statement = _EARLIER_AND_RECENT if loop_check and mail.from_address else _EARLIER_ONLY
     params = {"channel": channel, "key": key, **_recent_params(mail, settings)}
     params.update(outbox.recent_automatic_params(params["sender"]))
-    # On the connection: a Core query costs a fraction of an ORM one, and nothing is pending to flush.
-    earlier, count, contact_id, automatic = db.session.connection().execute(statement, params).one()
+    # A Core query costs a fraction of an ORM one; as the transaction's first, it carries its BEGIN.
+    earlier, count, contact_id, automatic = pipeline.one_row(db.session.connection(), statement, params)
     # The same round trip found the sender's contact, if any, and what the confirmation's loop
     # guard wants to know: neither needs a query of its own.
     lookups.transaction_scratch()["sender_contact"] = (params["sender"], contact_id)

@@ -1,33 +1,59 @@
 """Grouped commits: atomic each, durable together at the next durable commit (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
-from sqlalchemy import text
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
 
 from helpdesk.extensions import db, durable_commit, group_commits
+from helpdesk.models import Contact
+from helpdesk.models._rows import insert_id, insert_row
 from helpdesk.services import lookups
 
 
-def waits_for_disk() -> bool:
-    """Tell whether the current transaction's commit waits for the disk."""
+@pytest.fixture
+def commit_waits_for_disk(app):
+    """Return a function that commits the session and tells whether that commit waited for the disk."""
     if db.engine.dialect.name == "sqlite":
-        return db.session.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL; NORMAL is 1
-    return db.session.execute(text("SHOW synchronous_commit")).scalar() == "on"
-
-
-def test_only_the_durable_commit_of_a_group_waits_for_the_disk(app):
-    assert waits_for_disk()
-    db.session.commit()
-    with group_commits():
-        assert not waits_for_disk()
-        db.session.commit()
-        with durable_commit():
-            assert waits_for_disk()
+        def commit() -> bool:
+            waits = db.session.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL; NORMAL is 1
             db.session.commit()
-        assert not waits_for_disk()
-        db.session.commit()
-    # Outside a group (every web request) each commit waits for the disk again.
-    assert waits_for_disk()
+            return waits
+
+        yield commit
+        return
+    # PostgreSQL reads synchronous_commit when the COMMIT runs, so that is when it is recorded:
+    # a deferred trigger fires inside the COMMIT, after whatever the transaction set before it.
+    db.session.execute(text("CREATE TABLE commit_modes (id serial PRIMARY KEY, mode text)"))
+    db.session.execute(text(
+        "CREATE FUNCTION record_commit_mode() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "UPDATE commit_modes SET mode = current_setting('synchronous_commit') WHERE id = NEW.id; "
+        "RETURN NULL; END $$"))
+    db.session.execute(text(
+        "CREATE CONSTRAINT TRIGGER at_commit AFTER INSERT ON commit_modes DEFERRABLE INITIALLY DEFERRED "
+        "FOR EACH ROW EXECUTE FUNCTION record_commit_mode()"))
     db.session.commit()
+
+    def commit() -> bool:
+        row_id = db.session.execute(text("INSERT INTO commit_modes DEFAULT VALUES RETURNING id")).scalar()
+        db.session.commit()
+        mode = db.session.execute(text("SELECT mode FROM commit_modes WHERE id = :id"), {"id": row_id}).scalar()
+        db.session.rollback()
+        assert mode in ("on", "off")
+        return mode == "on"
+
+    yield commit
+
+
+def test_only_the_durable_commit_of_a_group_waits_for_the_disk(commit_waits_for_disk):
+    assert commit_waits_for_disk()
+    with group_commits():
+        assert not commit_waits_for_disk()
+        with durable_commit():
+            assert commit_waits_for_disk()
+        assert not commit_waits_for_disk()
+    # Outside a group (every web request) each commit waits for the disk again.
+    assert commit_waits_for_disk()
 
 
 def test_shared_lookups_outlive_commits_and_transaction_lookups_do_not(app):
@@ -48,3 +74,67 @@ def test_shared_lookups_outlive_commits_and_transaction_lookups_do_not(app):
         assert lookups.cached("answer", load) == 4
     db.session.commit()
     assert lookups.cached("answer", load) == 5
+
+
+def contact(email: str) -> dict:
+    return {"email": email, "name": email.split("@")[0], "customer_id": None}
+
+
+def emails() -> set[str]:
+    found = set(db.session.scalars(select(Contact.email)))
+    db.session.rollback()
+    return found
+
+
+def test_rows_written_in_a_group_are_read_back_in_their_transaction_and_committed_with_it(app):
+    with group_commits():
+        first = insert_row(Contact, contact("first@example.com"))
+        # The next statement sees the row (on PostgreSQL it went out just before that statement).
+        assert db.session.scalar(select(Contact.email).where(Contact.id == first.id)) == "first@example.com"
+        second = insert_row(Contact, contact("second@example.com"))
+        third_id = insert_id(Contact, contact("third@example.com"))
+        assert len({first.id, second.id, third_id}) == 3
+        db.session.commit()
+    assert emails() == {"first@example.com", "second@example.com", "third@example.com"}
+    assert db.session.get(Contact, second.id).name == "second"
+
+
+def test_rows_of_a_rolled_back_group_transaction_are_never_written(app):
+    with group_commits():
+        insert_row(Contact, contact("dropped@example.com"))
+        db.session.rollback()
+        insert_row(Contact, contact("kept@example.com"))
+        db.session.commit()
+    assert emails() == {"kept@example.com"}
+
+
+def test_a_refused_row_fails_its_transaction_whole_and_the_session_goes_on(app):
+    insert_row(Contact, contact("taken@example.com"))
+    db.session.commit()
+    with group_commits():
+        insert_row(Contact, contact("new@example.com"))
+        # Refused at the INSERT (SQLite) or at the COMMIT it was sent with (PostgreSQL): the same error.
+        with pytest.raises(IntegrityError):
+            insert_row(Contact, contact("taken@example.com"))
+            db.session.commit()
+        db.session.rollback()
+        insert_row(Contact, contact("later@example.com"))
+        db.session.commit()
+    assert emails() == {"taken@example.com", "later@example.com"}
+
+
+def test_a_group_takes_no_more_ids_than_it_uses_at_first_and_keeps_none_for_later(app):
+    with group_commits():
+        first = insert_id(Contact, contact("first@example.com"))
+        db.session.commit()
+    # Ids taken ahead (PostgreSQL) are not left to number later rows out of order, nor skipped.
+    after = insert_id(Contact, contact("after@example.com"))
+    db.session.commit()
+    with group_commits():
+        many = [insert_id(Contact, contact(f"c{n}@example.com")) for n in range(10)]
+        db.session.commit()
+    last = insert_id(Contact, contact("last@example.com"))
+    db.session.commit()
+    assert after == first + 1
+    assert many == sorted(many) and many[0] == after + 1
+    assert last > many[-1]
