@@ -8,6 +8,7 @@ becomes of each mail, and when it is marked done on the server, stays with the c
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
 import queue
 from collections import deque
@@ -21,6 +22,7 @@ from helpdesk.storage import StoredObject
 
 WAIT = 5.0  # seconds between checks that the helper still lives
 UPLOAD_THREADS = 3  # per helper
+HELPER_NICENESS = 10
 Upload = Callable[[ParsedMail], "list[StoredObject] | None"]
 
 
@@ -122,6 +124,9 @@ def _produce(settings: ImapSettings, folder: str, batches: list[list[int]], out:
     "batch_done" after each batch (or what failed)."""
     # Uploads wait on the store, parsing on the CPU: a few upload threads let the helper parse the
     # next mails meanwhile. Mails are handed over in order, each once its files are stored.
+    # The caller writing the rows is what the poll waits for, and the helpers keep ahead of it
+    # with time to spare: where the cores are busy, the caller (and the database) go first.
+    os.nice(HELPER_NICENESS)
     uploads = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="prefetch-upload") if upload else None
     waiting: deque[tuple[int, bytes, bytes | None, Future | None]] = deque()
 
