@@ -95,5 +95,12 @@ def _register_template_helpers(app: Flask) -> None:
     from helpdesk import web
 
     app.jinja_env.globals.update(page_url=web.page_url)
+
+    # Not `config.COMPANY_NAME` in the templates: pages that pass a `config` of their own (the SMTP
+    # settings) would hide Flask's.
+    @app.context_processor
+    def company() -> dict:
+        name = app.config.get("COMPANY_NAME") or "Helpdesk"
+        return {"company_name": name, "brand": name if name.endswith("Helpdesk") else f"{name} Helpdesk"}
     app.jinja_env.filters["when"] = web.format_when
     app.jinja_env.filters["filesize"] = web.format_size

@@ -88,3 +88,19 @@ def test_unknown_page_has_a_useful_404(admin_client):
     response = admin_client.get("/no/such/page")
     assert response.status_code == 404
     assert "Back to tickets" in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(("company", "brand"), [("Example Support", "Example Support Helpdesk"),
+                                                ("Helpdesk", "Helpdesk"), ("Acme Helpdesk", "Acme Helpdesk")])
+def test_the_brand_names_the_company_without_saying_helpdesk_twice(app, client, company, brand):
+    app.config["COMPANY_NAME"] = company
+    page = client.get("/login").get_data(as_text=True)
+    assert f'class="brand" href="/tickets">{brand}</a>' in page
+
+
+def test_the_brand_shows_on_pages_that_have_a_config_of_their_own(app, client, auth, admin):
+    app.config["COMPANY_NAME"] = "Example Support"
+    auth.login(admin.email)
+    page = client.get("/admin/settings/email/outbound").get_data(as_text=True)
+    assert 'class="brand" href="/tickets">Example Support Helpdesk</a>' in page
+    assert "· Example Support</title>" in page
