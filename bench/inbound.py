@@ -18,7 +18,7 @@ Run: `python bench/inbound.py [--profile FILE]` with the test services' environm
   delay     APPEND one new mail, poll, time until its ticket row is committed; median of 10.
             The delay a user sees adds the wait for the next poll (half the interval on average).
 
-A round is one bare run then one pipeline run on a fresh database and bucket; rounds are repeated
+A round is one bare run then one pipeline run on a fresh database and an emptied bucket; rounds are repeated
 (--rounds, default 3) and each round's ratio is reported, with the median: the machine's noise hits
 both halves of a round alike. Every timed run starts with parse's header cache empty. The S3
 buckets, the folder and the PostgreSQL databases of the run are removed afterwards.
@@ -143,7 +143,7 @@ class Database:
             self.admin.dispose()
 
 
-def make_app(uri: str, workdir: Path):
+def make_app(uri: str, workdir: Path, bucket: str):
     from flask_migrate import upgrade
 
     from helpdesk import create_app
@@ -154,7 +154,7 @@ def make_app(uri: str, workdir: Path):
         "SQLALCHEMY_DATABASE_URI": uri, "SECRET_KEY": "bench-secret", "CREDENTIALS_KEY": Fernet.generate_key().decode(),
         "S3_ENDPOINT": env("HELPDESK_TEST_S3_ENDPOINT"), "S3_ACCESS_KEY": env("HELPDESK_TEST_S3_ACCESS_KEY"),
         "S3_SECRET_KEY": env("HELPDESK_TEST_S3_SECRET_KEY"), "S3_SECURE": False,
-        "S3_BUCKET": f"hd-bench-{uuid.uuid4().hex[:10]}", "ATTACHMENT_FOLDER": str(workdir / "attachments"),
+        "S3_BUCKET": bucket, "ATTACHMENT_FOLDER": str(workdir / "attachments"),
         "REDIS_URL": redis_url, "JOBS_INLINE": False, "TLS_CA_FILE": env("HELPDESK_TEST_CA"),
         "PUBLIC_BASE_URL": "http://helpdesk.bench", "COMPANY_NAME": "Bench",
     })
@@ -266,7 +266,7 @@ def idle_arrival_delay(app, db, mailbox_id: int, folder: str, tag: str) -> list[
     return samples
 
 
-def one_round(folder: str, tag: str, workdir: Path, profile: str | None, with_delays: bool) -> dict:
+def one_round(folder: str, tag: str, workdir: Path, bucket: str, profile: str | None, with_delays: bool) -> dict:
     """Run the bare loop, then the pipeline on a fresh database and bucket; return the round's figures."""
     bare_count, bare_seconds = bare_loop(folder)
     database = Database(workdir)
@@ -274,7 +274,7 @@ def one_round(folder: str, tag: str, workdir: Path, profile: str | None, with_de
     delays: list[float] = []
     idle_delays: list[float] = []
     try:
-        app, db = make_app(database.uri, workdir)
+        app, db = make_app(database.uri, workdir, bucket)
         with app.app_context():
             result = pipeline(app, db, folder, profile)
             if with_delays:
@@ -284,8 +284,7 @@ def one_round(folder: str, tag: str, workdir: Path, profile: str | None, with_de
             db.engine.dispose()
     finally:
         jobs = _flush_bench_redis(app) if app is not None else 0
-        if app is not None:
-            _drop_bucket(app)
+        _empty_bucket(bucket)
         database.drop()
     return {"database": database.kind, "bare_rate": bare_count / bare_seconds, "bare_seconds": bare_seconds,
             "rate": result["processed"] / result["seconds"], "result": result, "delays": delays,
@@ -309,6 +308,10 @@ def main() -> None:
         session.create_folder(folder)
         for _kind, raw in mix:
             session.append(folder, raw)
+    # One bucket for the run, made before any timing, as a production bucket is made at setup:
+    # SeaweedFS allocates a new bucket's volumes on its first write, which takes 0.2-1 s.
+    bucket = f"hd-bench-{tag}"
+    _prepare_bucket(bucket)
     rounds = []
     try:
         for n in range(args.rounds):
@@ -317,12 +320,14 @@ def main() -> None:
             try:
                 # Each round re-polls the same folder into a new database (the bench's pipeline
                 # is read-only on the server: \Seen is set, nothing moved), paired with its own bare run.
-                rounds.append(one_round(folder, tag, workdir, args.profile if last else None, with_delays=last))
+                rounds.append(one_round(folder, tag, workdir, bucket, args.profile if last else None, with_delays=last))
             finally:
                 shutil.rmtree(workdir, ignore_errors=True)
     finally:
         with ImapSession(imap_settings()) as session:
             session.delete_folder(folder)
+        _empty_bucket(bucket)
+        _s3_client().remove_bucket(bucket)
 
     ratios = [r["rate"] / r["bare_rate"] for r in rounds]
     final = rounds[-1]
@@ -369,20 +374,31 @@ def _flush_bench_redis(app) -> int:
     return enqueued
 
 
-def _drop_bucket(app) -> None:
-    """Remove the run's S3 bucket: every bucket holds volumes of the test S3 server, which has few."""
+def _s3_client():
     from minio import Minio
+
+    return Minio(env("HELPDESK_TEST_S3_ENDPOINT"), access_key=env("HELPDESK_TEST_S3_ACCESS_KEY"),
+                 secret_key=env("HELPDESK_TEST_S3_SECRET_KEY"), secure=False)
+
+
+def _prepare_bucket(bucket: str) -> None:
+    """Create the run's S3 bucket and write (then remove) one object, so its volumes exist."""
+    client = _s3_client()
+    client.make_bucket(bucket)
+    client.put_object(bucket, "warm-up", io.BytesIO(b"warm-up"), 7)
+    client.remove_object(bucket, "warm-up")
+
+
+def _empty_bucket(bucket: str) -> None:
+    """Remove every object of the run's bucket (a round's attachments), keeping the bucket."""
     from minio.deleteobjects import DeleteObject
 
-    cfg = app.config
-    client = Minio(cfg["S3_ENDPOINT"], access_key=cfg["S3_ACCESS_KEY"], secret_key=cfg["S3_SECRET_KEY"],
-                   secure=cfg["S3_SECURE"])
-    if not client.bucket_exists(cfg["S3_BUCKET"]):
+    client = _s3_client()
+    if not client.bucket_exists(bucket):
         return
-    names = [DeleteObject(o.object_name) for o in client.list_objects(cfg["S3_BUCKET"], recursive=True)]
-    for error in client.remove_objects(cfg["S3_BUCKET"], names):
+    names = [DeleteObject(o.object_name) for o in client.list_objects(bucket, recursive=True)]
+    for error in client.remove_objects(bucket, names):
         print(f"could not remove {error.name} from the bench bucket: {error.message}", file=sys.stderr)
-    client.remove_bucket(cfg["S3_BUCKET"])
 
 
 def _redacted(url: str) -> str:

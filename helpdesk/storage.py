@@ -113,6 +113,13 @@ class AttachmentStore(ABC):
     def check(self) -> None:
         """Raise StorageError when the store cannot be used."""
 
+    def ready(self) -> None:
+        """Prepare the store to take files, once per store object; raise StorageError when it cannot."""
+
+    def fresh(self) -> AttachmentStore:
+        """Return a store like this one with connections of its own (for a forked process)."""
+        return self
+
 
 UPLOAD_THREADS = 4
 _uploads_pool: ThreadPoolExecutor | None = None
@@ -286,6 +293,8 @@ class S3Store(AttachmentStore):
         self.endpoint = endpoint
         self.bucket = bucket
         self.region = region
+        self._settings = dict(endpoint=endpoint, access_key=access_key, secret_key=secret_key, bucket=bucket,
+                              secure=secure, region=region, ca_file=ca_file)
         # Our own pool: fewer retries than minio's default so an unreachable server is reported
         # in seconds, and the admin's CA file when given (else the system's CAs, not certifi's).
         http = urllib3.PoolManager(
@@ -343,6 +352,15 @@ class S3Store(AttachmentStore):
             return StorageError(f"Cannot reach the S3 server at {self.endpoint}: {exc}", kind="unreachable")
         return StorageError(f"The S3 server at {self.endpoint} gave an unusable answer: {exc}")
 
+    def ready(self) -> None:
+        self._ensure_bucket()
+
+    def fresh(self) -> S3Store:
+        store = S3Store(**self._settings)
+        # A bucket this store has seen need not be asked for again, nor raced for by several helpers.
+        store._bucket_ready = self._bucket_ready
+        return store
+
     def _ensure_bucket(self) -> None:
         if self._bucket_ready:
             return
@@ -367,7 +385,7 @@ class S3Store(AttachmentStore):
 
     def _bucket_appears(self) -> bool:
         """Tell whether the bucket exists within a second (another process is creating it)."""
-        for delay in (0.05, 0.2, 0.75):
+        for delay in (0.02, 0.08, 0.2, 0.7):
             time.sleep(delay)
             try:
                 if self.client.bucket_exists(self.bucket):

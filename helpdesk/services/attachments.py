@@ -20,7 +20,7 @@ def attachment_store() -> AttachmentStore:
 
 
 def store_settings() -> dict:
-    """Return the configured store's settings, as `make_store` takes them (a forked helper makes its own)."""
+    """Return the configured store's settings, as `make_store` takes them."""
     cfg = current_app.config
     return dict(s3_endpoint=cfg["S3_ENDPOINT"], s3_access_key=cfg["S3_ACCESS_KEY"], s3_secret_key=cfg["S3_SECRET_KEY"],
                 s3_bucket=cfg["S3_BUCKET"], s3_secure=cfg["S3_SECURE"], local_folder=cfg["ATTACHMENT_FOLDER"])

@@ -33,10 +33,10 @@ from helpdesk.models import Comment, Contact, Customer, CustomerDomain, InboundM
 from helpdesk.models._rows import insert_id, insert_row
 from helpdesk.models._time import utcnow
 from helpdesk.services import lookups, outbox
-from helpdesk.services.attachments import attachment_store, link_attachment, store_settings
+from helpdesk.services.attachments import attachment_store, link_attachment
 from helpdesk.services.mailboxes import own_addresses
 from helpdesk.services.tickets import add_comment, open_ticket
-from helpdesk.storage import (AttachmentStore, LocalStore, StorageError, StoredObject, Uploads, make_store,
+from helpdesk.storage import (AttachmentStore, LocalStore, StorageError, StoredObject, Uploads,
                               put_all)
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,12 @@ def early_uploader() -> Callable[[ParsedMail], list[StoredObject] | None]:
     It opens its own connection to the store on first use: a forked process must not share the
     parent's.
     """
-    params = store_settings()
+    parent = attachment_store()
+    try:
+        # Here, once, rather than in each helper: helpers racing to create a new bucket wait on each other.
+        parent.ready()
+    except StorageError:
+        pass  # the helpers try for themselves, and the poll reports what fails
     max_size = _settings().max_size
     store: list[AttachmentStore] = []
 
@@ -127,7 +132,7 @@ def early_uploader() -> Callable[[ParsedMail], list[StoredObject] | None]:
         if not files:
             return None
         if not store:
-            store.append(make_store(**params))
+            store.append(parent.fresh())
         try:
             return put_all(store[0], files)
         except StorageError:
