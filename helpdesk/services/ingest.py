@@ -335,9 +335,13 @@ _EARLIER_ID = select(InboundMail.id).where(InboundMail.channel == bindparam("cha
 _RECENT = select(func.count(InboundMail.id)).where(
     InboundMail.sender == bindparam("sender"), InboundMail.created_at >= bindparam("since")).scalar_subquery()
 _SENDER_CONTACT_ID = select(Contact.id).where(Contact.email == bindparam("sender")).scalar_subquery()
+_SENDER_DOMAIN_CUSTOMER_ID = select(CustomerDomain.customer_id).where(
+    CustomerDomain.domain == bindparam("sender_domain")).scalar_subquery()
 # The confirmation's loop guard asks how many automatic mails the sender got lately: asked here too.
-_EARLIER_AND_RECENT = select(_EARLIER_ID, _RECENT, _SENDER_CONTACT_ID, outbox.RECENT_AUTOMATIC_TO)
-_EARLIER_ONLY = select(_EARLIER_ID, null(), _SENDER_CONTACT_ID, outbox.RECENT_AUTOMATIC_TO)
+_EARLIER_AND_RECENT = select(_EARLIER_ID, _RECENT, _SENDER_CONTACT_ID, _SENDER_DOMAIN_CUSTOMER_ID,
+                             outbox.RECENT_AUTOMATIC_TO)
+_EARLIER_ONLY = select(_EARLIER_ID, null(), _SENDER_CONTACT_ID, _SENDER_DOMAIN_CUSTOMER_ID,
+                       outbox.RECENT_AUTOMATIC_TO)
 _RECENT_ONLY = select(_RECENT)
 
 
@@ -350,12 +354,14 @@ def _earlier_and_recent(channel: str, key: str, mail: ParsedMail, settings: _Set
     """
     statement = _EARLIER_AND_RECENT if loop_check and mail.from_address else _EARLIER_ONLY
     params = {"channel": channel, "key": key, **_recent_params(mail, settings)}
+    params["sender_domain"] = params["sender"].rpartition("@")[2]
     params.update(outbox.recent_automatic_params(params["sender"]))
     # A Core query costs a fraction of an ORM one; as the transaction's first, it carries its BEGIN.
-    earlier, count, contact_id, automatic = pipeline.one_row(db.session.connection(), statement, params)
-    # The same round trip found the sender's contact, if any, and what the confirmation's loop
-    # guard wants to know: neither needs a query of its own.
-    lookups.transaction_scratch()["sender_contact"] = (params["sender"], contact_id)
+    earlier, count, contact_id, domain_customer_id, automatic = pipeline.one_row(
+        db.session.connection(), statement, params)
+    # The same round trip found the sender's contact and their domain's customer, if any, and what
+    # the confirmation's loop guard wants to know: none needs a query of its own.
+    lookups.transaction_scratch()["sender_contact"] = (params["sender"], contact_id, domain_customer_id)
     outbox.counted_recent_automatic(params["sender"], automatic)
     return (db.session.get(InboundMail, earlier) if earlier is not None else None), count
 
@@ -518,7 +524,9 @@ def _contact_for(mail: ParsedMail, settings: _Settings) -> tuple[Contact | None,
     if not address or "@" not in address or not _usable_key(address, _ADDRESS_MAX):
         return None, None
     known = lookups.transaction_scratch().get("sender_contact")
-    if known is not None and known[0] == address:
+    if known is not None and known[0] != address:
+        known = None
+    if known is not None:
         contact = db.session.get(Contact, known[1]) if known[1] is not None else None
     else:
         contact = db.session.scalars(_CONTACT_BY_EMAIL, {"email": address}).first()
@@ -529,8 +537,9 @@ def _contact_for(mail: ParsedMail, settings: _Settings) -> tuple[Contact | None,
     domain = address.rpartition("@")[2]
     customer = None
     if not is_free_mail(domain):  # anyone can have a gmail.com address: never a customer by domain
-        customer_id = lookups.cached(f"customer_domain:{domain}", lambda: db.session.connection().execute(
-            db.select(CustomerDomain.customer_id).where(CustomerDomain.domain == domain)).scalar())
+        customer_id = known[2] if known is not None else lookups.cached(
+            f"customer_domain:{domain}", lambda: db.session.connection().execute(
+                db.select(CustomerDomain.customer_id).where(CustomerDomain.domain == domain)).scalar())
         customer = db.session.get(Customer, customer_id) if customer_id is not None else None
     if customer is None and not settings.create_contacts:
         return None, None
