@@ -7,6 +7,7 @@ becomes of each mail, and when it is marked done on the server, stays with the c
 """
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import pickle
@@ -21,6 +22,10 @@ from helpdesk.mail.parse import ParsedMail, parse
 from helpdesk.storage import StoredObject
 
 WAIT = 5.0  # seconds between checks that the helper still lives
+# How far a helper may get ahead of the caller: mails fetched and parsed, not yet taken. Counted
+# in units of mail size, so a run of large mails holds the helper back sooner than small ones.
+AHEAD_BYTES = 64 * 1024 * 1024
+AHEAD_UNIT = 256 * 1024
 UPLOAD_THREADS = 3  # per helper
 HELPER_NICENESS = 10
 Upload = Callable[[ParsedMail], "list[StoredObject] | None"]
@@ -57,13 +62,20 @@ class Prefetcher:
         ordered = sorted(set(uids))
         self._batches = [ordered[i:i + batch] for i in range(0, len(ordered), batch)]
         count = max(1, min(helpers, len(self._batches)))
-        self._queues = [context.Queue(maxsize=batch + 1) for _ in range(count)]
+        self._queues = [context.Queue() for _ in range(count)]
+        self._ahead = [context.Semaphore(AHEAD_BYTES // AHEAD_UNIT) for _ in range(count)]
         self._processes = [
-            context.Process(target=_produce, args=(settings, folder, self._batches[n::count], self._queues[n], upload),
-                            name=f"helpdesk-prefetch-{n + 1}", daemon=True)
+            context.Process(target=_produce, name=f"helpdesk-prefetch-{n + 1}", daemon=True,
+                            args=(settings, folder, self._batches[n::count], self._queues[n], self._ahead[n], upload))
             for n in range(count)]
-        for process in self._processes:
-            process.start()
+        # Objects the helpers inherit go to the permanent generation while they fork: a helper's
+        # garbage collections then never walk (and copy-on-write) the whole parent heap.
+        gc.freeze()
+        try:
+            for process in self._processes:
+                process.start()
+        finally:
+            gc.unfreeze()
 
     def __iter__(self) -> Iterator[FetchedMail]:
         count = len(self._queues)
@@ -74,6 +86,8 @@ class Prefetcher:
                 kind = message[0]
                 if kind == "mail":
                     uid, raw, parsed, stored = message[1:]
+                    for _ in range(_units(raw)):
+                        self._ahead[helper].release()
                     yield FetchedMail(uid, raw, pickle.loads(parsed) if parsed is not None else parse(raw), stored)
                 elif kind == "batch_done":
                     break
@@ -100,6 +114,13 @@ class Prefetcher:
         leftovers = []
         for process, out in zip(self._processes, self._queues):
             process.join(10)
+            if process.is_alive():
+                process.kill()
+                process.join()
+            # A helper stopped while writing leaves half a message in the pipe. With this process's
+            # own copy of the pipe's writing end closed, reading that half ends in EOFError: no writer
+            # is left to finish it, so the read below cannot wait forever.
+            out._writer.close()
             while True:
                 try:
                     message = out.get_nowait()
@@ -118,8 +139,13 @@ class Prefetcher:
         self.close()  # files stored for mails never taken stay orphaned: a few objects, only space
 
 
+def _units(raw: bytes) -> int:
+    """Return how much of a helper's AHEAD_BYTES a mail takes while it waits for the caller."""
+    return min(1 + len(raw) // AHEAD_UNIT, AHEAD_BYTES // AHEAD_UNIT)
+
+
 def _produce(settings: ImapSettings, folder: str, batches: list[list[int]], out: multiprocessing.Queue,
-             upload: Upload | None) -> None:
+             ahead: multiprocessing.Semaphore, upload: Upload | None) -> None:
     """A helper: fetch, parse (and maybe store the files of) each mail of its batches, hand them over,
     "batch_done" after each batch (or what failed)."""
     # Uploads wait on the store, parsing on the CPU: a few upload threads let the helper parse the
@@ -134,6 +160,8 @@ def _produce(settings: ImapSettings, folder: str, batches: list[list[int]], out:
         while waiting and (all_of_them or len(waiting) > UPLOAD_THREADS or waiting[0][3] is None
                            or waiting[0][3].done()):
             uid, raw, parsed, stored = waiting.popleft()
+            for _ in range(_units(raw)):
+                ahead.acquire()  # released by the caller as it takes the mail
             out.put(("mail", uid, raw, parsed, _stored(stored)))
 
     try:
