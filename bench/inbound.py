@@ -34,6 +34,7 @@ import json
 import os
 import pstats
 import re
+import resource
 import shutil
 import statistics
 import sys
@@ -337,6 +338,9 @@ def main() -> None:
         "bare_mails_per_s": [round(r["bare_rate"], 1) for r in rounds],
         "pipeline_mails_per_s": [round(r["rate"], 1) for r in rounds],
         "pipeline_cpu_seconds_this_process": [round(r["result"]["cpu_seconds"], 2) for r in rounds],
+        # ru_maxrss is in KiB on Linux; for children, the largest of any helper so far (shared pages count).
+        "peak_rss_mb_this_process": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "peak_rss_mb_largest_helper": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
         "ratio": [round(x, 3) for x in ratios], "ratio_median": round(statistics.median(ratios), 3),
         "outcomes": result["outcomes"], "tickets": result["tickets"],
         "poll_ok": all(r["result"]["ok"] for r in rounds), "poll_error": result["error"],
@@ -359,6 +363,8 @@ def main() -> None:
     print(f"\narrival → ticket (poll right after APPEND), median of {DELAY_SAMPLES}: "
           f"{statistics.median(delays) * 1000:.0f} ms; with the IMAP IDLE watch: "
           f"{statistics.median(idle_delays) * 1000:.0f} ms")
+    print(f"peak memory (RSS): this process {figures['peak_rss_mb_this_process']} MB (the mails APPENDed are held "
+          f"in it too), largest parse helper {figures['peak_rss_mb_largest_helper']} MB")
     print(f"outcomes: {result['outcomes']}; {final['jobs']} jobs (confirmation mails) enqueued to RQ on "
           f"{final['redis']}, not run, as a production poll does; target ≥ 550 mails/s and ≥ 50 % of bare")
 
