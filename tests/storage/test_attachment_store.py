@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 from datetime import datetime, timezone
@@ -323,3 +324,29 @@ def test_a_bucket_another_process_is_creating_is_waited_for_not_reported_missing
     store.client.make_bucket = create_racing
     stored = store.put(b"after the race", content_type="text/plain")
     assert store.read(stored.key) == b"after the race"
+
+
+def test_a_fresh_copy_of_a_ready_store_has_its_own_client_and_does_not_ask_for_the_bucket(s3_store):
+    # What a poll's helper process gets: its own connections, and the bucket known to exist.
+    store = s3_store()
+    store.ready()
+    copy = store.fresh()
+    assert copy.client is not store.client and copy.bucket == store.bucket
+    trace = io.StringIO()
+    copy.client.trace_on(trace)
+
+    stored = copy.put(b"from a helper", content_type="text/plain")
+
+    assert store.read(stored.key) == b"from a helper"
+    requests = re.findall(r"^(GET|PUT|HEAD|POST|DELETE) (\S+) HTTP", trace.getvalue(), re.M)
+    assert ("PUT", f"/{store.bucket}/{stored.key}") in requests
+    # Only minio's own region lookup may name the bucket alone: no existence check, no creation.
+    on_bucket = [r for r in requests if r[1].split("?")[0].rstrip("/") == f"/{store.bucket}" and "location" not in r[1]]
+    assert on_bucket == []
+
+
+def test_a_fresh_copy_of_a_store_not_yet_ready_makes_the_bucket_itself(s3_store):
+    store = s3_store()
+    copy = store.fresh()
+    stored = copy.put(b"first", content_type="text/plain")
+    assert store.read(stored.key) == b"first"
