@@ -32,8 +32,8 @@ PROVIDER_PRESETS: dict[str, dict[str, object]] = {
         "security": "ssl",
         "note": "Exchange Online has refused Basic authentication for IMAP since 2022: "
         "these mailboxes need OAuth (XOAUTH2) sign-in, which this helpdesk does not offer yet. "
-        "Until then, forward the mailbox to one the helpdesk can read, or pipe mail in with "
-        "`flask email ingest`.",
+        "Until then, forward the mailbox to one the helpdesk can read, or pipe mail in with the "
+        "“flask email ingest” command.",
     },
 }
 
