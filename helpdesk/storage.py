@@ -352,16 +352,13 @@ class S3Store(AttachmentStore):
             return StorageError(f"Cannot reach the S3 server at {self.endpoint}: {exc}", kind="unreachable")
         return StorageError(f"The S3 server at {self.endpoint} gave an unusable answer: {exc}")
 
-    def ready(self) -> None:
-        self._ensure_bucket()
-
     def fresh(self) -> S3Store:
         store = S3Store(**self._settings)
         # A bucket this store has seen need not be asked for again, nor raced for by several helpers.
         store._bucket_ready = self._bucket_ready
         return store
 
-    def _ensure_bucket(self) -> None:
+    def ready(self) -> None:
         if self._bucket_ready:
             return
         with self._bucket_lock:
@@ -395,7 +392,7 @@ class S3Store(AttachmentStore):
         return False
 
     def put(self, data: bytes | BinaryIO, *, content_type: str, size: int | None = None) -> StoredObject:
-        self._ensure_bucket()
+        self.ready()
         key = new_key()
         if isinstance(data, (bytes, bytearray, memoryview)):
             data = bytes(data)
@@ -459,7 +456,7 @@ class S3Store(AttachmentStore):
 
     def check(self) -> None:
         self._bucket_ready = False
-        self._ensure_bucket()
+        self.ready()
 
 
 def make_store(

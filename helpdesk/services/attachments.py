@@ -15,15 +15,11 @@ def attachment_store() -> AttachmentStore:
     """Return the configured store (S3 when S3_ENDPOINT is set, else a local folder), built once."""
     store = current_app.extensions.get("attachment_store")
     if store is None:
-        store = current_app.extensions["attachment_store"] = make_store(**store_settings())
+        cfg = current_app.config
+        store = current_app.extensions["attachment_store"] = make_store(
+            s3_endpoint=cfg["S3_ENDPOINT"], s3_access_key=cfg["S3_ACCESS_KEY"], s3_secret_key=cfg["S3_SECRET_KEY"],
+            s3_bucket=cfg["S3_BUCKET"], s3_secure=cfg["S3_SECURE"], local_folder=cfg["ATTACHMENT_FOLDER"])
     return store
-
-
-def store_settings() -> dict:
-    """Return the configured store's settings, as `make_store` takes them."""
-    cfg = current_app.config
-    return dict(s3_endpoint=cfg["S3_ENDPOINT"], s3_access_key=cfg["S3_ACCESS_KEY"], s3_secret_key=cfg["S3_SECRET_KEY"],
-                s3_bucket=cfg["S3_BUCKET"], s3_secure=cfg["S3_SECURE"], local_folder=cfg["ATTACHMENT_FOLDER"])
 
 
 def add_attachment(ticket: Ticket, data: bytes | BinaryIO, *, filename: str, content_type: str,
