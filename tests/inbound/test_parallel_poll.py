@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from helpdesk.extensions import db
 from helpdesk.mail import prefetch
 from helpdesk.models import Attachment, Mailbox, OutboundMessage
-from helpdesk.services import inbound
+from helpdesk.services import inbound, mailboxes
 from helpdesk.services.attachments import attachment_store
 from helpdesk.storage import LocalStore
 
@@ -168,9 +169,15 @@ def test_a_batch_of_confirmations_goes_to_the_workers_as_one_send_job(large_poll
             app.extensions["redis"].close()
 
 
-def test_a_helper_gets_only_as_far_ahead_as_its_byte_budget(monkeypatch, make_mailbox, append, customer_mail):
-    from helpdesk.services import mailboxes
+def wait_for_handed_over(helper: prefetch.Prefetcher, count: int) -> None:
+    """Wait (30 s at most) until the helper has put `count` messages in its queue."""
+    for _ in range(300):
+        if helper._queues[0].qsize() >= count:
+            return
+        time.sleep(0.1)
 
+
+def test_a_helper_gets_only_as_far_ahead_as_its_byte_budget(monkeypatch, make_mailbox, append, customer_mail):
     # Each mail (about 7 KB) takes 7 units of 1 KB; 20 units hold two mails, not three.
     monkeypatch.setattr(prefetch, "AHEAD_UNIT", 1024)
     monkeypatch.setattr(prefetch, "AHEAD_BYTES", 20 * 1024)
@@ -179,13 +186,9 @@ def test_a_helper_gets_only_as_far_ahead_as_its_byte_budget(monkeypatch, make_ma
 
     helper = prefetch.Prefetcher(mailboxes.imap_settings(mailbox), mailbox.folder, uids, batch=6, helpers=1)
     try:
-        waiting = helper._queues[0]
-        for _ in range(300):  # until the helper has handed over what its budget allows
-            if waiting.qsize() >= 2:
-                break
-            time.sleep(0.1)
+        wait_for_handed_over(helper, 2)  # what its budget allows
         time.sleep(0.5)  # time enough to hand over more, were it allowed to
-        assert waiting.qsize() == 2
+        assert helper._queues[0].qsize() == 2
         assert [item.uid for item in helper] == uids  # taking them lets it go on to the end
     finally:
         helper.close()
@@ -193,19 +196,12 @@ def test_a_helper_gets_only_as_far_ahead_as_its_byte_budget(monkeypatch, make_ma
 
 
 def test_stopping_the_helpers_mid_hand_over_returns_and_leaves_no_helper(make_mailbox, append, customer_mail):
-    import threading
-
-    from helpdesk.services import mailboxes
-
     mailbox = make_mailbox()
     # Together more than a pipe holds (64 KB): the helper is still writing when it is stopped.
     uids = append(*(customer_mail(n, attachment=os.urandom(40_000)) for n in range(6)))
     helper = prefetch.Prefetcher(mailboxes.imap_settings(mailbox), mailbox.folder, uids, batch=6, helpers=1)
     first = next(iter(helper))
-    for _ in range(300):
-        if helper._queues[0].qsize() >= 5:
-            break
-        time.sleep(0.1)
+    wait_for_handed_over(helper, 5)
 
     closing = threading.Thread(target=helper.close, daemon=True)
     closing.start()
