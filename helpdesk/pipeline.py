@@ -126,6 +126,7 @@ def _send(conn: Connection, *, query: tuple[str, dict] | None = None, commit: bo
     before_commit = (conn.info.pop(_AT_COMMIT, None) or []) if commit else []
     raw = conn.connection.driver_connection
     rows: list = []
+    reader = raw.cursor() if query is not None else None
     try:
         with raw.pipeline():
             with raw.cursor() as cursor:
@@ -133,19 +134,25 @@ def _send(conn: Connection, *, query: tuple[str, dict] | None = None, commit: bo
                     cursor.execute(sql, params)
                 for sql in before_commit:
                     cursor.execute(sql)
-            if query is not None:
-                with raw.cursor() as cursor:
-                    cursor.execute(*query)
-                    rows = cursor.fetchall()
-            if commit:
-                # The driver's COMMIT, queued in the pipeline; the one SQLAlchemy asks for next
-                # finds no transaction open and sends nothing.
-                raw.commit()
+                if commit:
+                    # A statement of the pipeline: the driver's commit() would first wait for the
+                    # results so far, a round trip more. The commit SQLAlchemy asks for next finds
+                    # no transaction open and sends nothing.
+                    cursor.execute("COMMIT")
+            if reader is not None:
+                reader.execute(*query)
+        if reader is not None:
+            # Fetched after the pipeline's one Sync: fetching inside it asks the server to flush
+            # first, another round trip.
+            rows = reader.fetchall()
     except psycopg.Error as error:
         # The transaction stays open (aborted) on the connection, as after a failed statement:
         # the caller's rollback ends it.
         what = query[0] if query else f"{len(pending)} queued INSERT(s)" + (" and the COMMIT" if commit else "")
         raise exc.DBAPIError.instance(what, query[1] if query else None, error, psycopg.Error) from error
+    finally:
+        if reader is not None:
+            reader.close()
     return rows
 
 
