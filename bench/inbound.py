@@ -18,10 +18,11 @@ Run: `python bench/inbound.py [--profile FILE]` with the test services' environm
   delay     APPEND one new mail, poll, time until its ticket row is committed; median of 10.
             The delay a user sees adds the wait for the next poll (half the interval on average).
 
-A round is one bare run then one pipeline run on a fresh database and an emptied bucket; rounds are repeated
-(--rounds, default 3) and each round's ratio is reported, with the median: the machine's noise hits
-both halves of a round alike. Every timed run starts with parse's header cache empty. The S3
-buckets, the folder and the PostgreSQL databases of the run are removed afterwards.
+A round is one bare run then one pipeline run on a fresh database and an emptied bucket; rounds
+are repeated (--rounds, default 3) and each round's ratio is reported, with the median: the
+machine's noise hits both halves of a round alike. Every timed run starts with parse's header cache
+empty. The run's one S3 bucket is made before any timing, as an installation's is at setup; it,
+the folder and the PostgreSQL databases of the run are removed afterwards.
 
 Prints a JSON line and a markdown table. Target from issue 4: >= 550 mails/s and >= 50 % of bare.
 """
@@ -268,7 +269,7 @@ def idle_arrival_delay(app, db, mailbox_id: int, folder: str, tag: str) -> list[
 
 
 def one_round(folder: str, tag: str, workdir: Path, bucket: str, profile: str | None, with_delays: bool) -> dict:
-    """Run the bare loop, then the pipeline on a fresh database and bucket; return the round's figures."""
+    """Run the bare loop, then the pipeline on a fresh database (emptying the bucket after); return the figures."""
     bare_count, bare_seconds = bare_loop(folder)
     database = Database(workdir)
     app = None
