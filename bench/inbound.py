@@ -17,6 +17,9 @@ Run: `python bench/inbound.py [--profile FILE]` with the test services' environm
             enqueued, not run, as with a production worker pool; the output says how many.
   delay     APPEND one new mail, poll, time until its ticket row is committed; median of 10.
             The delay a user sees adds the wait for the next poll (half the interval on average).
+  reference with --reference (make bench passes it): django-helpdesk over a fresh copy of the
+            same mails, in each round after the pipeline (bench/reference.py): the issue's
+            "well-known Python helpdesk", measured on this machine.
 
 A round is one bare run then one pipeline run on a fresh database and an emptied bucket; rounds
 are repeated (--rounds, default 3) and each round's ratio is reported, with the median: the
@@ -24,7 +27,8 @@ machine's noise hits both halves of a round alike. Every timed run starts with p
 empty. The run's one S3 bucket is made before any timing, as an installation's is at setup; it,
 the folder and the PostgreSQL databases of the run are removed afterwards.
 
-Prints a JSON line and a markdown table. Target from issue 4: >= 550 mails/s and >= 50 % of bare.
+Prints a JSON line and a markdown table. Target from issue 4: >= 550 mails/s (10x that helpdesk
+on the issue's machine) and >= 50 % of bare.
 """
 from __future__ import annotations
 
@@ -50,6 +54,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import reference  # noqa: E402
 from cryptography.fernet import Fernet  # noqa: E402
 
 from helpdesk.mail.imap import ImapSession, ImapSettings  # noqa: E402
@@ -297,6 +302,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", help="write a cProfile of the last round's pipeline run to this file")
     parser.add_argument("--rounds", type=int, default=3, help="bare loop + pipeline pairs (default 3)")
+    parser.add_argument("--reference", action="store_true",
+                        help="in each round also time django-helpdesk on the same mails (bench/reference.py)")
     args = parser.parse_args()
     corpus = Path(os.environ.get("HELPDESK_CORPUS") or ROOT.parent / "shared" / "corpus")
     tag = uuid.uuid4().hex[:10]
@@ -314,6 +321,7 @@ def main() -> None:
     # SeaweedFS allocates a new bucket's volumes on its first write, which takes 0.2-1 s.
     bucket = f"hd-bench-{tag}"
     _prepare_bucket(bucket)
+    reference_python = reference.ensure_installed() if args.reference else None
     rounds = []
     try:
         for n in range(args.rounds):
@@ -323,6 +331,8 @@ def main() -> None:
                 # Each round re-polls the same folder into a new database (the bench's pipeline
                 # is read-only on the server: \Seen is set, nothing moved), paired with its own bare run.
                 rounds.append(one_round(folder, tag, workdir, bucket, args.profile if last else None, with_delays=last))
+                if reference_python is not None:
+                    rounds[-1]["reference"] = reference_round(reference_python, mix, f"{tag}r{n}")
             finally:
                 shutil.rmtree(workdir, ignore_errors=True)
     finally:
@@ -332,6 +342,8 @@ def main() -> None:
         _s3_client().remove_bucket(bucket)
 
     ratios = [r["rate"] / r["bare_rate"] for r in rounds]
+    references = [r["reference"] for r in rounds if "reference" in r]
+    over_reference = [r["rate"] / r["reference"]["rate"] for r in rounds if "reference" in r]
     final = rounds[-1]
     result, delays, idle_delays = final["result"], final["delays"], final["idle_delays"]
     figures = {
@@ -351,6 +363,12 @@ def main() -> None:
         "idle_arrival_to_ticket_max_ms": round(max(idle_delays) * 1000, 1),
         "jobs": f"enqueued to RQ on {final['redis']}, not run", "jobs_enqueued": final["jobs"],
     }
+    if references:
+        figures["reference"] = {"helpdesk": " ".join(reference.PACKAGES[:1]),
+                                "mails_per_s": [round(r["rate"], 1) for r in references],
+                                "tickets": [r["tickets"] for r in references],
+                                "pipeline_over_reference": [round(x, 2) for x in over_reference],
+                                "pipeline_over_reference_median": round(statistics.median(over_reference), 2)}
     print(json.dumps(figures))
     print()
     print(f"| inbound ({final['database']}, {len(mix)} mails) | " + " | ".join(f"round {n + 1}" for n in range(len(rounds)))
@@ -361,6 +379,11 @@ def main() -> None:
     print("| poll → committed tickets, mails/s | " + " | ".join(f"{r['rate']:.0f}" for r in rounds)
           + f" | {statistics.median(r['rate'] for r in rounds):.0f} |")
     print("| ratio pipeline / bare | " + " | ".join(f"{x:.0%}" for x in ratios) + f" | {statistics.median(ratios):.0%} |")
+    if references:
+        print(f"| {reference.PACKAGES[0]}, mails/s | " + " | ".join(f"{r['rate']:.0f}" for r in references)
+              + f" | {statistics.median(r['rate'] for r in references):.0f} |")
+        print("| pipeline / django-helpdesk | " + " | ".join(f"{x:.1f}×" for x in over_reference)
+              + f" | {statistics.median(over_reference):.1f}× |")
     print(f"\narrival → ticket (poll right after APPEND), median of {DELAY_SAMPLES}: "
           f"{statistics.median(delays) * 1000:.0f} ms; with the IMAP IDLE watch: "
           f"{statistics.median(idle_delays) * 1000:.0f} ms")
@@ -368,6 +391,21 @@ def main() -> None:
           f"in it too), largest parse helper {figures['peak_rss_mb_largest_helper']} MB")
     print(f"outcomes: {result['outcomes']}; {final['jobs']} jobs (confirmation mails) enqueued to RQ on "
           f"{final['redis']}, not run, as a production poll does; target ≥ 550 mails/s and ≥ 50 % of bare")
+
+
+def reference_round(python: Path, mix: list[tuple[str, bytes]], tag: str) -> dict:
+    """Copy the mails to a folder of their own and time django-helpdesk over it (it deletes what it takes)."""
+    folder = f"INBOX.reference{tag}"
+    with ImapSession(imap_settings()) as session:
+        session.create_folder(folder)
+        for _kind, raw in mix:
+            session.append(folder, raw)
+    try:
+        figures = reference.measure(python, "127.0.0.1", int(env("HELPDESK_TEST_IMAPS_PORT")), USER, PASSWORD, folder)
+    finally:
+        with ImapSession(imap_settings()) as session:
+            session.delete_folder(folder)
+    return {**figures, "rate": len(mix) / figures["seconds"]}
 
 
 def _flush_bench_redis(app) -> int:
