@@ -346,8 +346,9 @@ def main() -> None:
         _s3_client().remove_bucket(bucket)
 
     ratios = [r["rate"] / r["bare_rate"] for r in rounds]
-    references = [r["reference"] for r in rounds if "reference" in r]
-    over_reference = [r["rate"] / r["reference"]["rate"] for r in rounds if "reference" in r]
+    compared = [r for r in rounds if "reference" in r]
+    references = [r["reference"] for r in compared]
+    over_reference = [r["rate"] / r["reference"]["rate"] for r in compared]
     final = rounds[-1]
     result, delays, idle_delays = final["result"], final["delays"], final["idle_delays"]
     figures = {
