@@ -75,6 +75,32 @@ def test_header_objects_kept_between_mails_never_change_a_result() -> None:
     assert not changed, f"parsed differently with a warm header cache: {changed}"
 
 
+def test_plain_address_lists_read_as_the_full_header_parser_reads_them(monkeypatch) -> None:
+    # parse() reads plain ASCII address lists with a regular expression, not the modern header
+    # parser; over real mail both must give the same senders and recipients.
+    import helpdesk.mail.parse as parse_module
+
+    files = _mail_files("parsing-stalwart") + _mail_files("malformed-spamscope") + \
+        _mail_files("bounces-autoreplies-sisimai")
+    fast_path = parse_module._simple_addresses
+    taken = []
+
+    def counted(raw):
+        pairs = fast_path(raw)
+        taken.append(pairs is not None)
+        return pairs
+
+    def addresses(mail):
+        return mail.from_name, mail.from_address, mail.reply_to_address, mail.to, mail.cc
+
+    monkeypatch.setattr(parse_module, "_simple_addresses", counted)
+    quick = {path: addresses(parse(path.read_bytes())) for path in files}
+    monkeypatch.setattr(parse_module, "_simple_addresses", lambda raw: None)
+    differ = [path.name for path in files if addresses(parse(path.read_bytes())) != quick[path]]
+    assert not differ, f"the plain-address reading disagrees with the header parser on: {differ}"
+    assert sum(taken) > len(taken) // 2, f"plain-address reading taken for only {sum(taken)} of {len(taken)} headers"
+
+
 def test_spamscope_damaged_messages_keep_what_can_be_kept() -> None:
     root = CORPUS / "malformed-spamscope"
     reused_boundary = parse((root / "mail_malformed_1").read_bytes())

@@ -71,6 +71,21 @@ def test_missing_headers_give_empty_values() -> None:
     assert parsed.text == "just a body"
 
 
+@pytest.mark.parametrize("value", [
+    "a@example.com", "<A@Example.com>", "Jane Doe <jane@example.com>", '"Doe, Jane" <jane@example.com>, b@example.com',
+    "Jane\r\n Doe <jane@example.com>", '"" <x@example.com>', "a@example.com,", "alice@example.com <bob@example.com>",
+    "Team: a@example.com, b@example.com;", "a@example.com (Alice)", "=?utf-8?q?J=C3=BCrgen?= <j@example.com>",
+])
+def test_plain_address_lists_read_as_the_header_parser_reads_them(value: str, monkeypatch) -> None:
+    import helpdesk.mail.parse as parse_module
+
+    raw = mail(f"From: {value}", f"To: {value}", f"Cc: {value}")
+    quick = parse(raw)
+    monkeypatch.setattr(parse_module, "_simple_addresses", lambda raw: None)
+    full = parse(raw)
+    assert (quick.from_name, quick.from_address, quick.to, quick.cc) == (full.from_name, full.from_address, full.to, full.cc)
+
+
 def test_sender_without_domain_keeps_the_name_only() -> None:
     parsed = parse(mail("From: Mail Delivery Subsystem <MAILER-DAEMON>"))
     assert (parsed.from_name, parsed.from_address) == ("Mail Delivery Subsystem", "")
