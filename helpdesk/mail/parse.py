@@ -993,6 +993,11 @@ def _parse(raw: bytes) -> ParsedMail:
     mail.cc = _addresses(msg, "cc", defects)
     mail.date = _date(msg, defects)
     for name in _AUTO_HEADERS:
+        raw_value = _raw_header(msg, name) if name == "from" else None
+        if raw_value is not None and _simple_addresses(raw_value) is not None:
+            # Plain addresses read as they are: the header parser would only re-render them.
+            mail.headers[name] = _fold_whitespace(raw_value)
+            continue
         value = _header(msg, name, defects)
         if value is not None:
             mail.headers[name] = value
