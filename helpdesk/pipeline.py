@@ -20,6 +20,8 @@ from sqlalchemy import Table, event, exc, text
 from sqlalchemy.engine import Compiled, Connection, Engine
 from sqlalchemy.sql import Executable
 
+from helpdesk import sqlite_direct
+
 _PENDING = "helpdesk_pending_inserts"  # Connection.info: [(sql, params)] not sent yet
 _AT_COMMIT = "helpdesk_at_commit"  # Connection.info: statements that go right before the COMMIT
 ID_BATCH = 64  # the most ids taken ahead at once
@@ -74,6 +76,8 @@ def one_row(connection: Connection, statement: Executable, params: dict[str, Any
     For the first query of each transaction of a poll: through SQLAlchemy, the driver would send
     the BEGIN alone and wait for it before sending the query.
     """
+    if connection.dialect.name == "sqlite":
+        return sqlite_direct.one_row(connection, statement, params)
     if not available(connection):
         return tuple(connection.execute(statement, params).one())
     compiled = _COMPILED.get(statement)

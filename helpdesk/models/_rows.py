@@ -6,7 +6,7 @@ from typing import Any, TypeVar
 from sqlalchemy import inspect
 from sqlalchemy.orm import make_transient_to_detached
 
-from helpdesk import pipeline
+from helpdesk import pipeline, sqlite_direct
 from helpdesk.extensions import db, grouped_ids
 
 M = TypeVar("M", bound=db.Model)
@@ -61,6 +61,8 @@ def _insert(model: type[db.Model], row: dict[str, Any]) -> int:
     ids = grouped_ids(db.session())
     if ids is not None and pipeline.available(connection):
         return pipeline.insert(connection, model.__table__, row, ids)  # sent with what comes next
+    if connection.dialect.name == "sqlite":
+        return sqlite_direct.insert(connection, model.__table__, row)
     statement = _INSERTS.get(model)
     if statement is None:
         table = model.__table__
