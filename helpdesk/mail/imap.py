@@ -1,11 +1,13 @@
 """An IMAP session on the support mailbox: connect, log in, read new mail, mark it done."""
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import lru_cache
 from types import TracebackType
 
 from imapclient import SEEN, IMAPClient
@@ -85,8 +87,20 @@ def _reply_text(exc: BaseException) -> str:
 
 
 def _tls_context(settings: ImapSettings) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=settings.ca_file)
-    if not settings.verify_tls:
+    # Loading the CA certificates takes tens of milliseconds, and a poll opens a connection in
+    # each helper too; a context is reused until its CA file changes.
+    ca_file = settings.ca_file
+    version = None
+    if ca_file and os.path.exists(ca_file):
+        found = os.stat(ca_file)
+        version = (found.st_ino, found.st_size, found.st_mtime_ns)
+    return _tls_context_for(ca_file, version, settings.verify_tls)
+
+
+@lru_cache(maxsize=8)
+def _tls_context_for(ca_file: str | None, _version: tuple | None, verify_tls: bool) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=ca_file)
+    if not verify_tls:
         # The admin asked for it explicitly (self-signed in-house servers); the default stays strict.
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE

@@ -1,6 +1,8 @@
 """ImapSession against the real Dovecot: connecting, reading new mail, marking it done."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from helpdesk.mail.imap import ImapError, ImapSession, ImapSettings
@@ -41,6 +43,20 @@ def test_unverified_tls_is_possible_only_when_asked(services, imap_settings):
     assert caught.value.kind == "tls_cert"
     with ImapSession(imap_settings(security="ssl", port=port, ca_file=None, verify_tls=False)) as session:
         assert session.list_folders()
+
+
+def test_a_changed_ca_file_is_read_again(services, imap_settings, tmp_path):
+    # TLS contexts are reused between connections; one built from an older CA file must not be.
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(Path(services["HELPDESK_TEST_CA"]).read_bytes())
+    settings = imap_settings(security="ssl", port=int(services["HELPDESK_TEST_IMAPS_PORT"]), ca_file=str(ca_file))
+    with ImapSession(settings) as session:
+        assert session.list_folders()
+    ca_file.write_bytes(Path("/etc/ssl/certs/ca-certificates.crt").read_bytes())  # no longer names our CA
+    with pytest.raises(ImapError) as caught:
+        with ImapSession(settings):
+            pass
+    assert caught.value.kind == "tls_cert"
 
 
 def test_xoauth2_token_logs_in(services, imap_settings, folder):
