@@ -320,11 +320,22 @@ def _raw_header(msg: Message, name: str) -> str | None:
     return None
 
 
+# Headers whose modern value is rebuilt from what was parsed out of them (addresses, dates, MIME
+# parameters). Any other header's value is its own text with encoded words decoded (the parse
+# tree of Subject, Message-ID and unstructured headers gives back the text it was built from).
+_REBUILT_HEADERS = frozenset((
+    "date", "resent-date", "orig-date", "sender", "resent-sender", "to", "resent-to", "cc", "resent-cc",
+    "bcc", "resent-bcc", "from", "resent-from", "reply-to", "mime-version", "content-type", "content-disposition",
+    "content-transfer-encoding"))
+
+
 def _header(msg: Message, name: str, defects: list[str]) -> str | None:
     """Return a decoded header value on one line, or None when the header is absent."""
     raw = _raw_header(msg, name)
     if raw is None:
         return None
+    if name not in _REBUILT_HEADERS and raw.isascii() and "=?" not in raw:
+        return _fold_whitespace(raw)  # ASCII without encoded words: the header parser gives it back as it is
     try:
         header = msg.get(name, "")
         value = str(header)

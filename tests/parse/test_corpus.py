@@ -101,6 +101,34 @@ def test_plain_address_lists_read_as_the_full_header_parser_reads_them(monkeypat
     assert sum(taken) > len(taken) // 2, f"plain-address reading taken for only {sum(taken)} of {len(taken)} headers"
 
 
+def test_plain_header_text_reads_as_the_header_parser_reads_it(monkeypatch) -> None:
+    # ASCII header values without encoded words are taken as sent; the modern header parser
+    # must give the same text for every such header of every part of every mail.
+    from email.parser import BytesParser
+
+    import helpdesk.mail.parse as parse_module
+
+    files = _mail_files("parsing-stalwart") + _mail_files("malformed-spamscope") + \
+        _mail_files("bounces-autoreplies-sisimai")
+    checked, differ = 0, []
+    for path in files:
+        message = BytesParser(policy=parse_module._MODERN).parsebytes(path.read_bytes())
+        for part in message.walk():
+            for name in {str(key).lower() for key in part.keys()} - parse_module._REBUILT_HEADERS:
+                raw = parse_module._raw_header(part, name)
+                if raw is None or not raw.isascii() or "=?" in raw:
+                    continue
+                as_sent = parse_module._header(part, name, [])
+                with monkeypatch.context() as patched:
+                    patched.setattr(parse_module, "_REBUILT_HEADERS", frozenset([name]))
+                    parsed = parse_module._header(part, name, [])
+                checked += 1
+                if as_sent != parsed:
+                    differ.append(f"{path.name} {name}: {as_sent!r} != {parsed!r}")
+    assert checked > 1000, f"only {checked} headers checked"
+    assert not differ, "\n".join(differ[:20])
+
+
 def test_spamscope_damaged_messages_keep_what_can_be_kept() -> None:
     root = CORPUS / "malformed-spamscope"
     reused_boundary = parse((root / "mail_malformed_1").read_bytes())
