@@ -479,8 +479,9 @@ def _date(msg: Message, defects: list[str]) -> datetime | None:
         return None
     value: datetime | None = None
     try:
-        value = getattr(msg.get("date"), "datetime", None)
-    except Exception:  # noqa: BLE001 - the modern date parser raises many kinds on bad input
+        # What the modern policy's Date header does with the value, without rendering it back to text.
+        value = email.utils.parsedate_to_datetime(raw.replace("\r", "").replace("\n", ""))
+    except Exception:  # noqa: BLE001 - the date parser raises many kinds on bad input
         value = None
     if value is None:
         try:

@@ -129,6 +129,32 @@ def test_plain_header_text_reads_as_the_header_parser_reads_it(monkeypatch) -> N
     assert not differ, "\n".join(differ[:20])
 
 
+def test_dates_read_as_the_date_header_reads_them() -> None:
+    from datetime import timezone
+    from email.parser import BytesParser
+
+    import helpdesk.mail.parse as parse_module
+
+    checked, differ = 0, []
+    for path in _mail_files("parsing-stalwart") + _mail_files("malformed-spamscope") + \
+            _mail_files("bounces-autoreplies-sisimai"):
+        message = BytesParser(policy=parse_module._MODERN).parsebytes(path.read_bytes())
+        for part in message.walk():
+            if parse_module._raw_header(part, "date") is None:
+                continue
+            try:
+                expected = part.get("date").datetime
+            except Exception:  # noqa: BLE001 - the header parser gave up: so must we, or fall back alike
+                expected = None
+            if expected is not None and expected.tzinfo is None:
+                expected = expected.replace(tzinfo=timezone.utc)
+            got = parse_module._date(part, [])
+            checked += 1
+            if expected is not None and got != expected:
+                differ.append(f"{path.name}: {got} != {expected}")
+    assert checked > 500 and not differ, differ[:20]
+
+
 def test_spamscope_damaged_messages_keep_what_can_be_kept() -> None:
     root = CORPUS / "malformed-spamscope"
     reused_boundary = parse((root / "mail_malformed_1").read_bytes())
