@@ -46,8 +46,9 @@ class Ids:
         if not free:
             count = self._wanted.get(table.name, 1)
             self._wanted[table.name] = min(count * 2, ID_BATCH)
-            free = self._free[table.name] = deque(connection.execute(
-                _NEXT_IDS, {"table": table.name, "count": count}).scalars())
+            # In the pipeline, with the INSERTs queued so far: one round trip for both.
+            rows = _send(connection, query=_query(connection, _NEXT_IDS, {"table": table.name, "count": count}))
+            free = self._free[table.name] = deque(row[0] for row in rows)
         return free.popleft()
 
 
@@ -80,13 +81,17 @@ def one_row(connection: Connection, statement: Executable, params: dict[str, Any
         return sqlite_direct.one_row(connection, statement, params)
     if not available(connection):
         return tuple(connection.execute(statement, params).one())
-    compiled = _COMPILED.get(statement)
-    if compiled is None:
-        compiled = _COMPILED[statement] = statement.compile(dialect=connection.dialect)
-    rows = _send(connection, query=(compiled.string, compiled.construct_params(params)))
+    rows = _send(connection, query=_query(connection, statement, params))
     if len(rows) != 1:
         raise exc.MultipleResultsFound("expected one row") if rows else exc.NoResultFound("expected one row")
     return tuple(rows[0])
+
+
+def _query(connection: Connection, statement: Executable, params: dict[str, Any]) -> tuple[str, dict]:
+    compiled = _COMPILED.get(statement)
+    if compiled is None:
+        compiled = _COMPILED[statement] = statement.compile(dialect=connection.dialect)
+    return compiled.string, compiled.construct_params(params)
 
 
 def at_commit(connection: Connection, sql: str) -> None:
