@@ -63,6 +63,11 @@ def make_message_id(ticket_id: int | None, key: bytes, domain: str) -> str:
     return f"<hd.{reply_token(ticket_id, key)}.{random_part}@{domain_ascii}>"
 
 
+def may_be_our_message_id(message_id: str) -> bool:
+    """Tell whether a Message-ID has the form make_message_id gives ours (a cheap check before a lookup)."""
+    return message_id.strip().lower().startswith("<hd.")
+
+
 def ticket_id_from_message_ids(ids: Iterable[str], key: bytes) -> int | None:
     """Return the ticket id from the first of our Message-IDs with a valid token, else None."""
     for value in ids:

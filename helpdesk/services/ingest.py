@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 
 from helpdesk import pipeline
 from helpdesk.extensions import db
-from helpdesk.mail import route
+from helpdesk.mail import route, tokens
 from helpdesk.mail.freemail import is_free_mail
 from helpdesk.mail.html import sanitise
 from helpdesk.mail.parse import ParsedAttachment, ParsedMail, parse
@@ -492,9 +492,10 @@ def _context(mail: ParsedMail, settings: _Settings, own: frozenset[str] | None,
             tagged = route.TaggedTicket(ticket.id, ticket.contact.email if ticket.contact else None, ticket.title)
     bounced_ticket, outbox_ids = None, []
     if mail.is_bounce and mail.bounced_message_ids:
-        wanted = [i for i in mail.bounced_message_ids[:50] if _usable_key(i)]
+        # Only our own Message-IDs can be in the outbox: a bounce of someone else's mail needs no query.
+        wanted = [i for i in mail.bounced_message_ids[:50] if _usable_key(i) and tokens.may_be_our_message_id(i)]
         outbox_ids = list(db.session.scalars(db.select(OutboundMessage.message_id).where(
-            OutboundMessage.message_id.in_(wanted))))
+            OutboundMessage.message_id.in_(wanted)))) if wanted else []
         bounced_ticket = _existing_ticket_id(route.bounced_ticket_id(mail, settings.token_key))
     return route.RoutingContext(
         own_addresses=lookups.cached("own_addresses", own_addresses) if own is None else own,

@@ -12,6 +12,7 @@ import pytest
 from helpdesk.mail.tokens import (
     MAX_TICKET_ID,
     make_message_id,
+    may_be_our_message_id,
     normalise_subject,
     reply_token,
     subject_tag,
@@ -102,6 +103,14 @@ def test_message_id_without_ticket_has_no_token():
     message_id = make_message_id(None, KEY, "example.com")
     assert re.fullmatch(r"<hd\.[a-z2-7]+@example\.com>", message_id)
     assert ticket_id_from_message_ids([message_id], KEY) is None
+
+
+def test_our_message_ids_are_recognised_before_any_lookup():
+    for ticket_id in (None, 1, 1042):
+        ours = make_message_id(ticket_id, KEY, "Helpdesk.Example.com")
+        assert may_be_our_message_id(ours) and may_be_our_message_id(f"  {ours.upper()} ")
+    assert not may_be_our_message_id(make_msgid(domain="customer.example"))
+    assert not may_be_our_message_id("<hdx.1@example.com>") and not may_be_our_message_id("hd.1@example.com")
 
 
 def test_message_id_domain_is_ascii_and_lower_case():
