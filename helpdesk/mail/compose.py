@@ -11,6 +11,8 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
 
+from helpdesk.mail.addresses import plain_parts
+
 # Headers compose() writes itself; an extra header must not repeat or override them.
 _OWN_HEADERS = frozenset({
     "from", "sender", "to", "cc", "bcc", "subject", "date", "message-id", "in-reply-to",
@@ -146,12 +148,15 @@ def is_automatic_recipient_blocked(address: str, own_addresses: Iterable[str]) -
     address = (address or "").strip()
     if not address:
         return "the address is empty"
-    try:
-        parsed = _address(address, "Recipient")
-    except ValueError:
-        return f"{address!r} is not a valid email address"
-    local = parsed.username.lower()
-    domain = parsed.domain.lower().rstrip(".")
+    parts = plain_parts(address)
+    if parts is None:
+        try:
+            parsed = _address(address, "Recipient")
+        except ValueError:
+            return f"{address!r} is not a valid email address"
+        parts = parsed.username, parsed.domain
+    local = parts[0].lower()
+    domain = parts[1].lower().rstrip(".")
     base = local.split("+", 1)[0]
 
     for own in own_addresses:

@@ -20,6 +20,7 @@ from email.headerregistry import HeaderRegistry
 from email.parser import BytesParser
 from email.policy import EmailPolicy
 
+from helpdesk.mail.addresses import ATOM, PLAIN_ADDR_SPEC
 from helpdesk.mail.html import html_to_text
 
 log = logging.getLogger(__name__)
@@ -378,12 +379,10 @@ def _addresses(msg: Message, name: str, defects: list[str]) -> list[tuple[str, s
     return _addresses_from_raw(raw)
 
 
-_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_ADDR_SPEC = rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
 _FWS = r"[ \t\r\n]*"
-_BARE_ADDRESS = re.compile(rf"{_FWS}(?P<addr>{_ADDR_SPEC}){_FWS}")
-_NAMED_ADDRESS = re.compile(rf'{_FWS}(?:(?P<phrase>{_ATOM}(?:[ \t\r\n]+{_ATOM})*){_FWS}|"(?P<quoted>[^"\\]*)"{_FWS})?'
-                            rf"<(?P<addr>{_ADDR_SPEC})>{_FWS}")
+_BARE_ADDRESS = re.compile(rf"{_FWS}(?P<addr>{PLAIN_ADDR_SPEC}){_FWS}")
+_NAMED_ADDRESS = re.compile(rf'{_FWS}(?:(?P<phrase>{ATOM}(?:[ \t\r\n]+{ATOM})*){_FWS}|"(?P<quoted>[^"\\]*)"{_FWS})?'
+                            rf"<(?P<addr>{PLAIN_ADDR_SPEC})>{_FWS}")
 _COMMA_OUTSIDE_QUOTES = re.compile(r',(?=(?:[^"]*"[^"]*")*[^"]*$)')
 
 

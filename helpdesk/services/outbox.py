@@ -39,7 +39,7 @@ from helpdesk.mail.render import RenderedMail
 from helpdesk.mail.secrets import CredentialError
 from helpdesk.mail.smtp import SmtpError, SmtpSession, SmtpSettings, needs_smtputf8
 from helpdesk.models import Attachment, Comment, OutboundMessage, SmtpConfig, Ticket, TicketEvent
-from helpdesk.models._rows import insert_row
+from helpdesk.models._rows import insert_id, insert_row
 from helpdesk.models._time import utcnow
 from helpdesk.services import lookups
 from helpdesk.services.mailboxes import own_addresses
@@ -184,8 +184,8 @@ def _automatic_block_reason(recipients: list[str], from_address: str) -> str | N
 def _record_suppressed(kind: str, recipients: list[str], reason: str, ticket: Ticket | None) -> None:
     log.info("automatic %s mail to %s not sent: %s", kind, ", ".join(recipients), reason)
     if ticket is not None:
-        db.session.add(TicketEvent(ticket_id=ticket.id, kind="notification-suppressed",
-                                   detail=f"{kind} mail not sent: {reason}"))
+        insert_id(TicketEvent, {"ticket_id": ticket.id, "kind": "notification-suppressed",
+                                "detail": f"{kind} mail not sent: {reason}"})
 
 
 def _lowered(addresses: Iterable[str]) -> set[str]:

@@ -254,3 +254,18 @@ def test_automatic_mail_is_blocked_for(address, reason_part):
 )
 def test_automatic_mail_is_allowed_for(address):
     assert is_automatic_recipient_blocked(address, OWN) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(
+    st.from_regex(r"\A[a-zA-Z0-9._%+!#$&'*/=?^`{|}~-]{1,12}@[a-zA-Z0-9.-]{1,12}\Z"),
+    st.text(alphabet="abc.@-+\"() <>\\", max_size=16)))
+def test_plain_addresses_split_as_the_address_parser_splits_them(value):
+    from email.headerregistry import Address
+
+    from helpdesk.mail.addresses import plain_parts
+
+    parts = plain_parts(value)
+    if parts is not None:
+        parsed = Address(addr_spec=value)
+        assert parts == (parsed.username, parsed.domain)
