@@ -4,13 +4,15 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from sqlalchemy import inspect
-from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm import configure_mappers, make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 
 from helpdesk import pipeline, sqlite_direct
 from helpdesk.extensions import db, grouped_ids
 
 M = TypeVar("M", bound=db.Model)
 _INSERTS: dict[type, Any] = {}
+_CONFIGURED: set[type] = set()
 
 
 def insert_row(model: type[M], values: dict[str, Any], **related: Any) -> M:
@@ -20,11 +22,20 @@ def insert_row(model: type[M], values: dict[str, Any], **related: Any) -> M:
     the values written (column defaults filled in here), so reading it back needs no query.
     The INSERT runs now, or, on PostgreSQL inside `group_commits()`, goes with the transaction's
     next statement or its commit (`helpdesk.pipeline`).
-    `related` sets relationships (already written objects) on the returned object.
+    `related` sets relationships (already written objects) on the returned object, without
+    backref events: a loaded collection on the other side does not list the new object.
     """
     row = _complete(model, values)
     row["id"] = _insert(model, row)
-    obj = model(**row, **related)
+    # Built as the ORM builds a loaded row: values straight into the instance's dict. The
+    # constructor would run an attribute event for each column, and mark every one changed.
+    if model not in _CONFIGURED:
+        configure_mappers()  # the constructor would have; a bare instance needs the attributes set up
+        _CONFIGURED.add(model)
+    obj = model.__mapper__.class_manager.new_instance()
+    obj.__dict__.update(row)
+    for name, value in related.items():
+        set_committed_value(obj, name, value)
     make_transient_to_detached(obj)
     # SQLite gives a rolled-back row's id out again; an object left from that row is stale.
     stale = db.session.identity_map.get(inspect(obj).key)

@@ -138,3 +138,36 @@ def test_a_group_takes_no_more_ids_than_it_uses_at_first_and_keeps_none_for_late
     assert after == first + 1
     assert many == sorted(many) and many[0] == after + 1
     assert last > many[-1]
+
+
+def test_insert_row_gives_a_persistent_object_as_a_query_would_load_it(app) -> None:
+    from sqlalchemy import event, inspect
+
+    from helpdesk.models import Customer, Ticket
+
+    customer = Customer(name="Acme")
+    db.session.add(customer)
+    db.session.commit()
+    contact = insert_row(Contact, {"email": "jane@acme.test", "name": "Jane", "customer_id": customer.id},
+                         customer=customer)
+    ticket = insert_row(Ticket, {"title": "Broken", "contact_id": contact.id, "customer_id": customer.id,
+                                 "status": "new", "priority": "normal", "source": "email"},
+                        contact=contact, customer=customer)
+    state = inspect(ticket)
+    assert state.persistent and not state.modified and ticket in db.session
+    queries = []
+
+    def record(_connection, _cursor, statement, *_rest) -> None:
+        queries.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        # Columns and the relationships given are there without a query; defaults filled in.
+        assert (ticket.title, ticket.status, ticket.contact, ticket.customer) == ("Broken", "new", contact, customer)
+        assert ticket.created_at is not None and contact.customer is customer
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    assert not queries, queries
+    db.session.commit()
+    loaded = db.session.scalars(select(Ticket).where(Ticket.id == ticket.id)).one()
+    assert (loaded.title, loaded.contact_id, loaded.customer_id) == ("Broken", contact.id, customer.id)
