@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email import policy
 from email.generator import BytesGenerator
-from email.message import Message
 from email.headerregistry import HeaderRegistry
+from email.message import Message
 from email.parser import BytesParser
 from email.policy import EmailPolicy
 
@@ -335,7 +335,7 @@ def _header(msg: Message, name: str, defects: list[str]) -> str | None:
     raw = _raw_header(msg, name)
     if raw is None:
         return None
-    if name not in _REBUILT_HEADERS and raw.isascii() and "=?" not in raw:
+    if name.lower() not in _REBUILT_HEADERS and raw.isascii() and "=?" not in raw:
         return _fold_whitespace(raw)  # ASCII without encoded words: the header parser gives it back as it is
     try:
         header = msg.get(name, "")
