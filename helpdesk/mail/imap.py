@@ -1,19 +1,18 @@
 """An IMAP session on the support mailbox: connect, log in, read new mail, mark it done."""
 from __future__ import annotations
 
-import os
 import socket
 import ssl
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import lru_cache
 from types import TracebackType
 
 from imapclient import SEEN, IMAPClient
 from imapclient import exceptions as imap_exc
 
 from helpdesk.mail.diagnosis import Diagnosis
+from helpdesk.mail.tls import client_context
 
 SECURITY_MODES = ("ssl", "starttls", "none")
 DONE_MODES = ("seen", "move", "delete")
@@ -84,27 +83,6 @@ def _reply_text(exc: BaseException) -> str:
     if text.startswith(("b'", 'b"')) and text.endswith(("'", '"')):
         text = text[2:-1]
     return text
-
-
-def _tls_context(settings: ImapSettings) -> ssl.SSLContext:
-    # Loading the CA certificates takes tens of milliseconds, and a poll opens a connection in
-    # each helper too; a context is reused until its CA file changes.
-    ca_file = settings.ca_file
-    version = None
-    if ca_file and os.path.exists(ca_file):
-        found = os.stat(ca_file)
-        version = (found.st_ino, found.st_size, found.st_mtime_ns)
-    return _tls_context_for(ca_file, version, settings.verify_tls)
-
-
-@lru_cache(maxsize=8)
-def _tls_context_for(ca_file: str | None, _version: tuple | None, verify_tls: bool) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=ca_file)
-    if not verify_tls:
-        # The admin asked for it explicitly (self-signed in-house servers); the default stays strict.
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 def _where(settings: ImapSettings) -> str:
@@ -200,7 +178,7 @@ class ImapSession:
                 s.host,
                 s.port,
                 ssl=use_ssl,
-                ssl_context=_tls_context(s) if use_ssl else None,
+                ssl_context=client_context(s.ca_file, s.verify_tls) if use_ssl else None,
                 timeout=s.timeout,
             )
         try:
@@ -230,7 +208,7 @@ class ImapSession:
         s = self.settings
         with _network_errors(s, "switching to TLS (STARTTLS)"):
             try:
-                client.starttls(_tls_context(s))
+                client.starttls(client_context(s.ca_file, s.verify_tls))
             except imap_exc.CapabilityError as exc:
                 raise ImapError(
                     "tls",

@@ -15,6 +15,7 @@ from types import TracebackType
 
 from helpdesk.mail.compose import OutgoingMail, compose
 from helpdesk.mail.diagnosis import Diagnosis
+from helpdesk.mail.tls import client_context
 
 log = logging.getLogger(__name__)
 
@@ -127,15 +128,6 @@ def _ehlo_reply(smtp: smtplib.SMTP) -> str:
     return "250 " + "; ".join(line.strip() for line in lines) if lines else ""
 
 
-def _tls_context(settings: SmtpSettings) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=settings.ca_file)
-    if not settings.verify_tls:
-        # The admin asked for it explicitly (self-signed in-house servers); the default stays strict.
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
 def _speaks_implicit_tls(settings: SmtpSettings) -> bool:
     """Tell whether the port completes a TLS handshake before any SMTP greeting."""
     context = ssl.create_default_context()
@@ -218,7 +210,7 @@ class SmtpSession:
             with self._errors("waiting for the server's greeting"):
                 if s.security == "ssl":
                     return smtplib.SMTP_SSL(s.host, s.port, local_hostname=s.local_hostname,
-                                            timeout=s.timeout, context=_tls_context(s))
+                                            timeout=s.timeout, context=client_context(s.ca_file, s.verify_tls))
                 return smtplib.SMTP(s.host, s.port, local_hostname=s.local_hostname,
                                     timeout=s.timeout)
         except SmtpError as exc:
@@ -253,7 +245,7 @@ class SmtpSession:
                 transient=False,
             )
         with self._errors("starting TLS (STARTTLS)"):
-            smtp.starttls(context=_tls_context(self.settings))
+            smtp.starttls(context=client_context(self.settings.ca_file, self.settings.verify_tls))
         # smtplib forgets the extensions after STARTTLS; the second EHLO is required by RFC 3207.
         with self._errors("saying EHLO after STARTTLS"):
             smtp.ehlo()
