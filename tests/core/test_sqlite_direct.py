@@ -23,9 +23,11 @@ def connection(tmp_path):
 
 
 def _outbound(n: int, **values) -> dict:
-    return _complete(OutboundMessage, {"kind": "new_ticket", "automatic": True, "recipient": f"r{n}@example.com", "to": f"r{n}@example.com",
-            "subject": f"Mail {n}", "message_id": f"<m{n}@example.com>", "created_at": datetime(2026, 12, 4, 9, 30, n),
-            **values})
+    """Return a complete outbox row, as insert_row writes them."""
+    return _complete(OutboundMessage, {
+        "kind": "new_ticket", "automatic": True, "recipient": f"r{n}@example.com", "to": f"r{n}@example.com",
+        "subject": f"Mail {n}", "message_id": f"<m{n}@example.com>", "created_at": datetime(2026, 12, 4, 9, 30, n),
+        **values})
 
 
 def test_insert_writes_what_sqlalchemy_writes(connection) -> None:
