@@ -72,7 +72,8 @@ def insert(connection: Connection, table: Table, row: dict[str, Any], ids: Ids) 
 
 
 def one_row(connection: Connection, statement: Executable, params: dict[str, Any]) -> tuple:
-    """Run a query that returns exactly one row; on PostgreSQL the transaction's BEGIN shares its round trip.
+    """Run a query that returns exactly one row: on PostgreSQL its round trip carries the BEGIN, on SQLite
+    it runs on the driver's cursor (`sqlite_direct`).
 
     For the first query of each transaction of a poll: through SQLAlchemy, the driver would send
     the BEGIN alone and wait for it before sending the query.
