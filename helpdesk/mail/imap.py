@@ -339,18 +339,23 @@ class ImapSession:
         # "n:*" always matches the highest UID, even when it is below n.
         return sorted(uid for uid in found if uid > last_uid)
 
-    def fetch_uids(self, uids: Iterable[int], batch: int = 50) -> Iterator[tuple[int, bytes]]:
-        """Yield (uid, raw message) for `uids` in ascending order, without setting \\Seen."""
+    def fetch_uids(self, uids: Iterable[int], batch: int = 50,
+                   missing: bool = False) -> Iterator[tuple[int, bytes | None]]:
+        """Yield (uid, raw message) for `uids` in ascending order, without setting \\Seen.
+
+        A message expunged by another client meanwhile is left out, or with `missing` yielded as (uid, None).
+        """
         ordered = sorted(set(uids))
         for start in range(0, len(ordered), batch):
             chunk = ordered[start : start + batch]
             with self._command("downloading messages"):
                 got = self._client.fetch(chunk, ["BODY.PEEK[]"])
             for uid in chunk:
-                # A message expunged by another client meanwhile is simply absent.
                 data = got.get(uid, {}).get(b"BODY[]")
                 if data is not None:
                     yield uid, bytes(data)
+                elif missing:
+                    yield uid, None
 
     def fetch_since(self, last_uid: int, batch: int = 50) -> Iterator[tuple[int, bytes]]:
         """Yield (uid, raw message) for every message above `last_uid`, oldest first."""

@@ -49,8 +49,8 @@ def available() -> bool:
 class Prefetcher:
     """Iterate over the FetchedMail of `uids` in UID order, fetched and parsed by helper processes.
 
-    The UIDs go in batches to the helpers in turn (batch 1 to helper 1, batch 2 to helper 2, ...),
-    each helper on its own IMAP connection; the caller takes the batches back in order.
+    The UIDs go to the helpers in turn, each helper on its own IMAP connection fetching its share
+    in batches; the caller takes the mails back in UID order.
     """
 
     def __init__(self, settings: ImapSettings, folder: str, uids: list[int], batch: int = 50,
@@ -59,14 +59,17 @@ class Prefetcher:
         # fork, not spawn: the helper needs no imports of its own (spawn would re-import Flask and
         # the app, over a second), and it touches nothing it inherits but the code it runs.
         context = multiprocessing.get_context("fork")
-        ordered = sorted(set(uids))
-        self._batches = [ordered[i:i + batch] for i in range(0, len(ordered), batch)]
-        count = max(1, min(helpers, len(self._batches)))
+        self._uids = sorted(set(uids))
+        count = max(1, min(helpers, len(self._uids)))
         self._queues = [context.Queue() for _ in range(count)]
         self._ahead = [context.Semaphore(AHEAD_BYTES // AHEAD_UNIT) for _ in range(count)]
+        # The mails are dealt out one by one (1st to helper 1, 2nd to helper 2, ...), not batch by
+        # batch: where a folder holds a run of heavy mails, every helper parses its share of them,
+        # and none races ahead while the caller waits for the other.
         self._processes = [
             context.Process(target=_produce, name=f"helpdesk-prefetch-{n + 1}", daemon=True,
-                            args=(settings, folder, self._batches[n::count], self._queues[n], self._ahead[n], upload))
+                            args=(settings, folder, self._uids[n::count], batch, self._queues[n], self._ahead[n],
+                                  upload))
             for n in range(count)]
         # Objects the helpers inherit go to the permanent generation while they fork: a helper's
         # garbage collections then never walk (and copy-on-write) the whole parent heap.
@@ -79,22 +82,21 @@ class Prefetcher:
 
     def __iter__(self) -> Iterator[FetchedMail]:
         count = len(self._queues)
-        for index in range(len(self._batches)):
-            helper = index % count
-            while True:
-                message = self._next(helper)
-                kind = message[0]
-                if kind == "mail":
-                    uid, raw, parsed, stored = message[1:]
-                    for _ in range(_units(raw)):
-                        self._ahead[helper].release()
-                    yield FetchedMail(uid, raw, pickle.loads(parsed) if parsed is not None else parse(raw), stored)
-                elif kind == "batch_done":
-                    break
-                elif kind == "imap_error":
-                    raise ImapError(*message[1:])
-                else:
-                    raise ImapError("connection", f"The mail fetching helper failed: {message[1]}")
+        for index in range(len(self._uids)):
+            helper = index % count  # each helper answers for each of its UIDs: a mail or "gone"
+            message = self._next(helper)
+            kind = message[0]
+            if kind == "mail":
+                uid, raw, parsed, stored = message[1:]
+                for _ in range(_units(raw)):
+                    self._ahead[helper].release()
+                yield FetchedMail(uid, raw, pickle.loads(parsed) if parsed is not None else parse(raw), stored)
+            elif kind == "gone":
+                continue  # expunged by another client meanwhile: nothing to take
+            elif kind == "imap_error":
+                raise ImapError(*message[1:])
+            else:
+                raise ImapError("connection", f"The mail fetching helper failed: {message[1]}")
 
     def _next(self, helper: int) -> tuple:
         while True:
@@ -144,22 +146,25 @@ def _units(raw: bytes) -> int:
     return min(1 + len(raw) // AHEAD_UNIT, AHEAD_BYTES // AHEAD_UNIT)
 
 
-def _produce(settings: ImapSettings, folder: str, batches: list[list[int]], out: multiprocessing.Queue,
+def _produce(settings: ImapSettings, folder: str, uids: list[int], batch: int, out: multiprocessing.Queue,
              ahead: multiprocessing.Semaphore, upload: Upload | None) -> None:
-    """A helper: fetch, parse (and maybe store the files of) each mail of its batches, hand them over,
-    "batch_done" after each batch (or what failed)."""
+    """A helper: fetch, parse (and maybe store the files of) each of its mails, hand them over in order,
+    "gone" for a mail no longer there (or what failed)."""
     # Uploads wait on the store, parsing on the CPU: a few upload threads let the helper parse the
     # next mails meanwhile. Mails are handed over in order, each once its files are stored.
     # The caller writing the rows is what the poll waits for, and the helpers keep ahead of it
     # with time to spare: where the cores are busy, the caller (and the database) go first.
     os.nice(HELPER_NICENESS)
     uploads = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="prefetch-upload") if upload else None
-    waiting: deque[tuple[int, bytes, bytes | None, Future | None]] = deque()
+    waiting: deque[tuple[int, bytes | None, bytes | None, Future | None]] = deque()
 
     def hand_over(all_of_them: bool) -> None:
         while waiting and (all_of_them or len(waiting) > UPLOAD_THREADS or waiting[0][3] is None
                            or waiting[0][3].done()):
             uid, raw, parsed, stored = waiting.popleft()
+            if raw is None:
+                out.put(("gone", uid))
+                continue
             for _ in range(_units(raw)):
                 ahead.acquire()  # released by the caller as it takes the mail
             out.put(("mail", uid, raw, parsed, _stored(stored)))
@@ -167,9 +172,9 @@ def _produce(settings: ImapSettings, folder: str, batches: list[list[int]], out:
     try:
         with ImapSession(settings) as session:
             session.select(folder, readonly=True)
-            for uids in batches:
-                for uid, raw in session.fetch_uids(uids, batch=len(uids)):
-                    stored = None
+            for uid, raw in session.fetch_uids(uids, batch=batch, missing=True):
+                parsed = stored = None
+                if raw is not None:
                     try:
                         mail = parse(raw)
                         # Uploading here, not in the caller's threads, keeps them off its interpreter lock.
@@ -177,10 +182,9 @@ def _produce(settings: ImapSettings, folder: str, batches: list[list[int]], out:
                         parsed = pickle.dumps(mail, protocol=pickle.HIGHEST_PROTOCOL)
                     except Exception:  # noqa: BLE001 - the caller parses this one itself; no mail goes missing
                         parsed = None
-                    waiting.append((uid, raw, parsed, stored))
-                    hand_over(all_of_them=False)
-                hand_over(all_of_them=True)
-                out.put(("batch_done",))
+                waiting.append((uid, raw, parsed, stored))
+                hand_over(all_of_them=False)
+            hand_over(all_of_them=True)
     except ImapError as exc:
         hand_over(all_of_them=True)
         out.put(("imap_error", exc.kind, exc.diagnosis, exc.server_reply))

@@ -163,6 +163,15 @@ def test_fetch_uids_returns_the_asked_messages_and_skips_vanished_ones(imap_sett
     assert got == [(uids[1], messages[1]), (uids[3], messages[3])]
 
 
+def test_fetch_uids_can_name_the_vanished_ones(imap_settings, folder, make_message):
+    messages = [make_message(n) for n in range(2)]
+    uids = append_all(imap_settings(), folder, messages)
+    with ImapSession(imap_settings()) as session:
+        session.select(folder)
+        got = list(session.fetch_uids([uids[1], uids[1] + 100, uids[0]], missing=True))
+    assert got == [(uids[0], messages[0]), (uids[1], messages[1]), (uids[1] + 100, None)]
+
+
 @pytest.mark.parametrize("level", [logging.DEBUG, logging.INFO])
 def test_the_protocol_log_writes_out_fetched_mail_only_when_it_is_wanted(imap_settings, folder, make_message,
                                                                            caplog, monkeypatch, level):

@@ -23,7 +23,7 @@ SEEN = b"\\Seen"
 
 @pytest.fixture
 def large_poll(monkeypatch):
-    """Make every poll a "large" one (helpers, early uploads) in batches of 3, so batches alternate helpers."""
+    """Make every poll a "large" one (helpers, early uploads) in batches of 3."""
     monkeypatch.setattr(inbound, "PREFETCH_MIN", 1)
     monkeypatch.setattr(inbound, "BATCH", 3)
     monkeypatch.setattr(prefetch, "WAIT", 0.2)
@@ -93,10 +93,13 @@ def test_a_helper_that_dies_stops_the_poll_and_the_rerun_loses_and_duplicates_no
 
     assert not crashed.ok and "helper stopped unexpectedly" in crashed.error
     assert multiprocessing.active_children() == []
-    # The first batch went in and is checkpointed; nothing of the dead helper's batch (mails 3-5) did.
-    assert len(read_tickets()) == 3
+    # The mails before mail 4 that reached the poll (the dead helper's last ones may not have) went
+    # in, in order, and are checkpointed; nothing from mail 4 on did.
+    created = sorted(row.uid for row in read_inbound() if row.outcome == "created")
+    assert created == uids[:len(created)] and len(created) <= 4
+    assert len(read_tickets()) == len(created)
     db.session.expire_all()
-    assert db.session.get(Mailbox, mailbox.id).last_uid == uids[2]
+    assert db.session.get(Mailbox, mailbox.id).last_uid == (created[-1] if created else 0)
 
     monkeypatch.setattr(prefetch, "parse", real_parse)
     rerun = inbound.poll_mailbox(mailbox.id)
@@ -209,4 +212,21 @@ def test_stopping_the_helpers_mid_hand_over_returns_and_leaves_no_helper(make_ma
 
     assert first.uid == uids[0]
     assert not closing.is_alive(), "close() hung on half a message left in the pipe"
+    assert multiprocessing.active_children() == []
+
+
+def test_helpers_share_the_mails_one_by_one_and_skip_those_expunged_meanwhile(make_mailbox, append, customer_mail):
+    mailbox = make_mailbox()
+    uids = append(*(customer_mail(n) for n in range(7)))
+    # UIDs found by the SEARCH, then gone before the helpers FETCH them: one in the middle, one at the end.
+    asked = uids[:3] + [uids[-1] + 50] + uids[3:] + [uids[-1] + 100]
+
+    helper = prefetch.Prefetcher(mailboxes.imap_settings(mailbox), mailbox.folder, asked, batch=2, helpers=2)
+    try:
+        taken = [(item.uid, item.mail.subject) for item in helper]
+    finally:
+        helper.close()
+
+    assert [uid for uid, _ in taken] == uids
+    assert [subject.split(" (")[0] for _, subject in taken] == [f"Printer {n} is on fire" for n in range(7)]
     assert multiprocessing.active_children() == []
