@@ -19,6 +19,7 @@ from typing import BinaryIO
 
 import urllib3
 from minio import Minio
+from minio.deleteobjects import DeleteObject
 from minio.error import MinioException, S3Error
 from urllib3.exceptions import HTTPError, MaxRetryError, SSLError
 
@@ -104,6 +105,17 @@ class AttachmentStore(ABC):
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove `key`; removing a key that is already gone is not an error."""
+
+    def delete_many(self, keys: list[str]) -> None:
+        """Remove every key of `keys` (as `delete` does each); raise StorageError naming what stayed."""
+        failed = []
+        for key in keys:
+            try:
+                self.delete(key)
+            except StorageError as exc:
+                failed.append(f"{key}: {exc}")
+        if failed:
+            raise StorageError(f"Cannot delete {len(failed)} attachment(s): " + "; ".join(failed[:5]))
 
     @abstractmethod
     def exists(self, key: str) -> bool:
@@ -442,6 +454,17 @@ class S3Store(AttachmentStore):
             error = self._error(exc, key)
             if error.kind != "missing":
                 raise error from exc
+
+    def delete_many(self, keys: list[str]) -> None:
+        # One request for up to a thousand keys (S3's DeleteObjects), not one each.
+        targets = [DeleteObject(_checked_key(key)) for key in keys]
+        try:
+            failed = [f"{error.name}: {error.message}" for error in self.client.remove_objects(self.bucket, targets)
+                      if error.code not in _MISSING_CODES]
+        except (MinioException, HTTPError) as exc:
+            raise self._error(exc) from exc
+        if failed:
+            raise StorageError(f"Cannot delete {len(failed)} attachment(s): " + "; ".join(failed[:5]))
 
     def exists(self, key: str) -> bool:
         _checked_key(key)

@@ -30,7 +30,8 @@ from helpdesk.mail.secrets import CredentialError
 from helpdesk.models import Mailbox
 from helpdesk.models._time import utcnow
 from helpdesk.services import lookups, mailboxes
-from helpdesk.services.ingest import IngestResult, discard_uploads, early_uploader, ingest_mail
+from helpdesk.services.ingest import (IngestResult, discard_uploads, early_uploader, ingest_mail,
+                                      remove_gathered, removals_gathered)
 from helpdesk.services.mailboxes import own_addresses
 from helpdesk.storage import StoredObject, Uploads
 import jobs
@@ -184,7 +185,7 @@ def _poll(mailbox_id: int, owner: str, report: PollReport, on_result: OnResult |
             # mail: a change applies from the next poll.
             # Each mail is committed on its own, without waiting for the disk; one durable commit
             # per batch makes them all durable before the server hears they are done.
-            with lookups.shared(), group_commits(), _fetcher(session, mailbox, uids) as fetched:
+            with lookups.shared(), group_commits(), removals_gathered(), _fetcher(session, mailbox, uids) as fetched:
                 _ingest_all(session, mailbox_id, owner, uids, fetched, state.uidvalidity, report, on_result)
 
 
@@ -241,6 +242,7 @@ def _ingest_all(session: ImapSession, mailbox_id: int, owner: str, uids: list[in
                 checkpoint = max(done, default=mailbox.last_uid) if failed or stopped else chunk[-1]
                 mailbox.last_uid = max(mailbox.last_uid, checkpoint)
                 db.session.commit()
+                remove_gathered()  # what the batch's mails did not keep
                 if failed:
                     raise MailNotRecorded(failed)
                 if stopped is not None:

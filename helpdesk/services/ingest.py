@@ -13,7 +13,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -411,6 +412,10 @@ def _forget_uploads(stored: list[str | Uploads]) -> None:
 def _forget_raw(key: str | None) -> None:
     if not key:
         return
+    gathered = db.session.info.get(_REMOVALS)
+    if gathered is not None and not key.startswith(SPOOL_PREFIX):
+        gathered.append(key)
+        return
     try:
         if key.startswith(SPOOL_PREFIX):
             LocalStore(_settings().spool_folder).delete(key.removeprefix(SPOOL_PREFIX))
@@ -419,6 +424,42 @@ def _forget_raw(key: str | None) -> None:
     except StorageError:
         # An orphaned object costs only space; the mail's outcome is what matters.
         log.warning("could not remove stored object %s", key, exc_info=True)
+
+
+_REMOVALS = "helpdesk_gathered_removals"
+
+
+@contextmanager
+def removals_gathered() -> Iterator[None]:
+    """Remove the stored objects the block's mails do not keep together, at `remove_gathered()` and at the end.
+
+    A poll's duplicates and quarantined mails leave early uploads behind: one request removes
+    them all instead of one each, and the poll does not wait for each.
+    """
+    session = db.session()
+    if _REMOVALS in session.info:
+        yield
+        return
+    session.info[_REMOVALS] = []
+    try:
+        yield
+    finally:
+        remove_gathered()
+        session.info.pop(_REMOVALS, None)
+
+
+def remove_gathered() -> None:
+    """Remove the objects gathered so far in `removals_gathered()`."""
+    keys = db.session.info.get(_REMOVALS)
+    if not keys:
+        return
+    batch = list(keys)
+    keys.clear()
+    try:
+        attachment_store().delete_many(batch)
+    except StorageError:
+        # An orphaned object costs only space; the mails' outcomes are what matter.
+        log.warning("could not remove %d stored objects", len(batch), exc_info=True)
 
 
 def _keep_raw(raw: bytes, settings: _Settings, stored: list[str]) -> tuple[str | None, str]:

@@ -110,8 +110,8 @@ def test_a_helper_that_dies_stops_the_poll_and_the_rerun_loses_and_duplicates_no
     assert all(SEEN in flags for flags in server_state().values())
 
 
-def test_early_uploads_of_mails_that_keep_no_files_are_removed(
-        large_poll, make_mailbox, append, customer_mail, read_tickets, read_inbound):
+def test_early_uploads_of_mails_that_keep_no_files_are_removed_a_batch_at_a_time(
+        large_poll, monkeypatch, make_mailbox, append, customer_mail, read_tickets, read_inbound):
     mailbox = make_mailbox()
     append(*(customer_mail(n, attachment=os.urandom(3_000)) for n in range(4)))
     assert inbound.poll_mailbox(mailbox.id).ok
@@ -122,11 +122,16 @@ def test_early_uploads_of_mails_that_keep_no_files_are_removed(
     row = db.session.get(Mailbox, mailbox.id)
     row.uidvalidity, row.last_uid = 1, 0
     db.session.commit()
+    removals = []
+    real_delete_many = LocalStore.delete_many
+    monkeypatch.setattr(LocalStore, "delete_many", lambda store, keys: (removals.append(list(keys)),
+                                                                        real_delete_many(store, keys)))
 
     again = inbound.poll_mailbox(mailbox.id)
 
     assert again.ok and dict(again.outcomes) == {"duplicate": 4}
     assert stored_objects() == kept
+    assert [len(keys) for keys in removals] == [3, 1]  # one removal per batch of 3, not one per mail
     assert len(read_tickets()) == 4
     assert db.session.scalar(db.select(db.func.count(Attachment.id))) == 4
 

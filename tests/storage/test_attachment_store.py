@@ -107,6 +107,24 @@ def test_delete_then_missing(store):
     store.delete(stored.key)  # deleting twice is not an error
 
 
+def test_delete_many_removes_them_all_and_minds_no_missing_one(store):
+    kept = store.put(b"stays", content_type="text/plain")
+    gone = [store.put(f"file {n}".encode(), content_type="text/plain").key for n in range(5)]
+    store.delete(gone[2])
+    store.delete_many(gone + ["att/2024/01/" + "0" * 32])
+    assert [key for key in gone if store.exists(key)] == []
+    assert store.read(kept.key) == b"stays"
+
+
+def test_s3_delete_many_with_a_wrong_secret_says_so(s3_store):
+    good = s3_store()
+    stored = good.put(b"x", content_type="text/plain")
+    with pytest.raises(StorageError) as caught:
+        s3_store(bucket=good.bucket, secret_key="not-the-secret").delete_many([stored.key])
+    assert "S3_SECRET_KEY" in str(caught.value)
+    assert good.exists(stored.key)
+
+
 def test_open_of_a_missing_key_fails_before_iteration(store):
     with pytest.raises(StorageError) as caught:
         store.open("att/2024/01/" + "0" * 32)
