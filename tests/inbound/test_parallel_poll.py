@@ -123,9 +123,10 @@ def test_early_uploads_of_mails_that_keep_no_files_are_removed_a_batch_at_a_time
     row.uidvalidity, row.last_uid = 1, 0
     db.session.commit()
     removals = []
-    real_delete_many = LocalStore.delete_many
-    monkeypatch.setattr(LocalStore, "delete_many", lambda store, keys: (removals.append(list(keys)),
-                                                                        real_delete_many(store, keys)))
+    store_class = type(attachment_store())  # a folder on the SQLite pass, S3 on the PostgreSQL one
+    real_delete_many = store_class.delete_many
+    monkeypatch.setattr(store_class, "delete_many", lambda store, keys: (removals.append(list(keys)),
+                                                                         real_delete_many(store, keys)))
 
     again = inbound.poll_mailbox(mailbox.id)
 
