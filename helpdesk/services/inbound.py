@@ -22,7 +22,7 @@ from datetime import timedelta
 from flask import current_app
 from sqlalchemy import or_, update
 
-from helpdesk.extensions import db, durable_commit, group_commits
+from helpdesk.extensions import db, durable_commit, group_commits, one_connection
 from helpdesk.mail import prefetch
 from helpdesk.mail.imap import ImapError, ImapSession
 from helpdesk.mail.parse import ParsedMail
@@ -144,7 +144,8 @@ def poll_mailbox(mailbox_id: int, *, on_result: OnResult | None = None) -> PollR
         report.error = "The database refused the poll lock; see the server log."
         return report
     try:
-        _poll(mailbox_id, owner, report, on_result)
+        with one_connection():
+            _poll(mailbox_id, owner, report, on_result)
         report.ok = True
     except ImapError as exc:
         report.error = exc.diagnosis + (f" Server said: {exc.server_reply}" if exc.server_reply else "")

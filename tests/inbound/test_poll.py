@@ -7,6 +7,7 @@ import threading
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import event
 
 from helpdesk.extensions import db
 from helpdesk.mail import tokens
@@ -310,6 +311,31 @@ def test_batches_larger_than_one_fetch_are_all_processed(monkeypatch, make_mailb
     assert report.ok and report.processed == 10
     assert len(read_tickets()) == 10
     assert fresh(mailbox.id).last_uid == max(uids)
+
+
+def test_a_poll_keeps_to_one_database_connection_however_many_mails_it_commits(make_mailbox, append, customer_mail,
+                                                                               read_tickets):
+    mailbox = make_mailbox()
+    checkouts = []
+
+    def checked_out(*_args):
+        checkouts.append(1)
+
+    def checkouts_of_a_poll_of(count: int) -> int:
+        append(*(customer_mail(n) for n in range(count)))
+        checkouts.clear()
+        event.listen(db.engine, "checkout", checked_out)
+        try:
+            report = inbound.poll_mailbox(mailbox.id)
+        finally:
+            event.remove(db.engine, "checkout", checked_out)
+        assert report.ok and report.processed == count
+        return len(checkouts)
+
+    one, six = checkouts_of_a_poll_of(1), checkouts_of_a_poll_of(6)
+    # Each mail is committed on its own, but not each on a connection taken from the pool afresh.
+    assert six == one
+    assert len(read_tickets()) == 7
 
 
 def test_a_poll_ignores_mail_from_our_own_addresses_and_quarantines_a_loop(
