@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import chain
 
 from helpdesk.mail.imap import ImapError, ImapSession, ImapSettings
 from helpdesk.mail.parse import ParsedMail, parse
@@ -27,6 +28,7 @@ WAIT = 5.0  # seconds between checks that the helper still lives
 AHEAD_BYTES = 64 * 1024 * 1024
 AHEAD_UNIT = 256 * 1024
 UPLOAD_THREADS = 3  # per helper
+FIRST_BATCH = 5  # mails in a helper's first FETCH
 HELPER_NICENESS = 10
 Upload = Callable[[ParsedMail], "list[StoredObject] | None"]
 
@@ -172,7 +174,11 @@ def _produce(settings: ImapSettings, folder: str, uids: list[int], batch: int, o
     try:
         with ImapSession(settings) as session:
             session.select(folder, readonly=True)
-            for uid, raw in session.fetch_uids(uids, batch=batch, missing=True):
+            # A small first FETCH: parsing starts as soon as a few mails are in, not fifty.
+            first = min(FIRST_BATCH, batch)
+            fetched = chain(session.fetch_uids(uids[:first], batch=first, missing=True),
+                            session.fetch_uids(uids[first:], batch=batch, missing=True))
+            for uid, raw in fetched:
                 parsed = stored = None
                 if raw is not None:
                     try:
