@@ -431,7 +431,8 @@ _REMOVALS = "helpdesk_gathered_removals"
 
 @contextmanager
 def removals_gathered() -> Iterator[None]:
-    """Remove the stored objects the block's mails do not keep together, at `remove_gathered()` and at the end.
+    """Inside the block, gather the stored objects no row keeps and remove them together, at the end and at each
+    `remove_gathered()`.
 
     A poll's duplicates and quarantined mails leave early uploads behind: one request removes
     them all instead of one each, and the poll does not wait for each.
