@@ -79,6 +79,11 @@ class _HashingReader:
         return data
 
 
+def _not_deleted(failed: list[str]) -> StorageError:
+    """Return the error for a `delete_many` that left some keys behind (`failed`: "key: why" each)."""
+    return StorageError(f"Cannot delete {len(failed)} attachment(s): " + "; ".join(failed[:5]))
+
+
 def _check_size(expected: int | None, actual: int) -> None:
     if expected is not None and expected != actual:
         raise StorageError(
@@ -115,7 +120,7 @@ class AttachmentStore(ABC):
             except StorageError as exc:
                 failed.append(f"{key}: {exc}")
         if failed:
-            raise StorageError(f"Cannot delete {len(failed)} attachment(s): " + "; ".join(failed[:5]))
+            raise _not_deleted(failed)
 
     @abstractmethod
     def exists(self, key: str) -> bool:
@@ -464,7 +469,7 @@ class S3Store(AttachmentStore):
         except (MinioException, HTTPError) as exc:
             raise self._error(exc) from exc
         if failed:
-            raise StorageError(f"Cannot delete {len(failed)} attachment(s): " + "; ".join(failed[:5]))
+            raise _not_deleted(failed)
 
     def exists(self, key: str) -> bool:
         _checked_key(key)
