@@ -89,7 +89,9 @@ def one_connection() -> Iterator[None]:
     """Run the block's transactions on one connection, not one taken from the pool and given back for each.
 
     A poll commits each mail on its own; the pool's checkout and reset cost more than a small
-    mail's INSERTs. Begin it with no transaction open: whatever the block leaves open is rolled back.
+    mail's INSERTs. On PostgreSQL the block's transactions are begun by `pipeline.own_begin()`, each
+    BEGIN in the round trip of what follows it. Begin it with no transaction open: whatever the
+    block leaves open is rolled back.
     """
     session = db.session()
     if _ONE_CONNECTION in session.info:
@@ -98,12 +100,13 @@ def one_connection() -> Iterator[None]:
     with db.engine.connect() as connection:
         session.info[_ONE_CONNECTION] = connection
         try:
-            yield
+            with pipeline.own_begin(connection):
+                try:
+                    yield
+                finally:
+                    session.rollback()
         finally:
-            try:
-                session.rollback()
-            finally:
-                session.info.pop(_ONE_CONNECTION, None)
+            session.info.pop(_ONE_CONNECTION, None)
 
 
 @contextmanager

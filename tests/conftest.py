@@ -298,10 +298,15 @@ def signed_in_page(page, live_url, admin):
 
 
 def pytest_collection_modifyitems(config, items):
-    """On the PostgreSQL pass, run only the tests that use a database; the rest ran on the SQLite pass."""
+    """On the PostgreSQL pass, run only the tests that use a database; the rest ran on the SQLite pass.
+
+    Tests marked `postgresql` check what only PostgreSQL has (round trips, the driver's transactions):
+    they run on the PostgreSQL pass only.
+    """
     if DATABASE != "postgresql":
-        return
-    keep = [item for item in items if "database_uri" in getattr(item, "fixturenames", ())]
+        keep = [item for item in items if item.get_closest_marker("postgresql") is None]
+    else:
+        keep = [item for item in items if "database_uri" in getattr(item, "fixturenames", ())]
     dropped = [item for item in items if item not in keep]
     if dropped:
         config.hook.pytest_deselected(items=dropped)

@@ -221,7 +221,8 @@ def _ingest_all(session: ImapSession, mailbox_id: int, owner: str, uids: list[in
                 while (item := ahead.take(up_to_uid=chunk[-1])) is not None:
                     uid, raw, parsed, uploads = item
                     result = ingest_mail(raw, channel=channel, mailbox_id=mailbox_id, uid=uid,
-                                         uidvalidity=uidvalidity, own=own, parsed=parsed, uploads=uploads)
+                                         uidvalidity=uidvalidity, own=own, parsed=parsed, uploads=uploads,
+                                         then=ahead.next_parsed(up_to_uid=chunk[-1]))
                     report.processed += 1
                     report.outcomes[result.outcome] += 1
                     if on_result is not None:
@@ -277,6 +278,13 @@ class _Ahead:
         item = self._items.popleft()
         self._fill()
         return item
+
+    def next_parsed(self, *, up_to_uid: int) -> tuple[bytes, ParsedMail] | None:
+        """Return the next mail's (raw, parsed) if it is parsed already and its UID is at most `up_to_uid`."""
+        if not self._items or isinstance(self._items[0], ImapError) or self._items[0][0] > up_to_uid:
+            return None
+        _uid, raw, parsed, _uploads = self._items[0]
+        return (raw, parsed) if parsed is not None else None
 
     @property
     def failure(self) -> ImapError | None:

@@ -20,7 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from flask import current_app
-from sqlalchemy import bindparam, func, null, select, update
+from sqlalchemy import Select, bindparam, func, null, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -91,7 +91,8 @@ class _Settings:
 
 def ingest_mail(raw: bytes, *, channel: str = "cli", mailbox_id: int | None = None, uid: int | None = None,
                 uidvalidity: int | None = None, own: frozenset[str] | None = None,
-                parsed: ParsedMail | None = None, uploads: Uploads | None = None) -> IngestResult:
+                parsed: ParsedMail | None = None, uploads: Uploads | None = None,
+                then: tuple[bytes, ParsedMail] | None = None) -> IngestResult:
     """Make a ticket or comment from one raw mail (or ignore or quarantine it), record the outcome, commit.
 
     Each mail is one transaction of its own: call this with no pending changes in the session.
@@ -99,9 +100,11 @@ def ingest_mail(raw: bytes, *, channel: str = "cli", mailbox_id: int | None = No
     `own` is `own_addresses()` when the caller looked it up once for many mails (a poll);
     `parsed` is `parse(raw)` when the caller had it parsed already (a poll's helper process), and
     `uploads` the files a helper stored for it: used if the mail keeps its files, else removed.
+    `then` is the (raw, parsed) mail the caller ingests next on this channel: where the database
+    allows, this mail's commit brings back what that one's ingest asks first.
     """
     return _ingest(bytes(raw), _Origin(channel, mailbox_id, uid, uidvalidity), own=own, parsed=parsed,
-                   early=uploads)
+                   early=uploads, then=then)
 
 
 def early_files(mail: ParsedMail, max_size: int) -> list[tuple[bytes, str]] | None:
@@ -190,7 +193,8 @@ def _raw_key(raw: bytes) -> str:
 
 def _ingest(raw: bytes, origin: _Origin, *, replacing: InboundMail | None = None,
             loop_check: bool = True, own: frozenset[str] | None = None,
-            parsed: ParsedMail | None = None, early: Uploads | None = None) -> IngestResult:
+            parsed: ParsedMail | None = None, early: Uploads | None = None,
+            then: tuple[bytes, ParsedMail] | None = None) -> IngestResult:
     started = time.perf_counter()
     mail: ParsedMail | None = None
     key = ""  # set from the parsed mail; hashing every raw mail up front would cost a pass over its bytes
@@ -217,7 +221,7 @@ def _ingest(raw: bytes, origin: _Origin, *, replacing: InboundMail | None = None
                 db.session.flush()
                 if loop_check and mail.from_address:
                     recent = _recent_from_sender(mail, settings)
-            return _process(raw, mail, key, origin, started, stored, settings, own, recent, early)
+            return _process(raw, mail, key, origin, started, stored, settings, own, recent, early, then)
         except IntegrityError as exc:
             _undo(stored)
             early = None
@@ -235,7 +239,7 @@ def _ingest(raw: bytes, origin: _Origin, *, replacing: InboundMail | None = None
 
 def _process(raw: bytes, mail: ParsedMail, key: str, origin: _Origin, started: float, stored: list[str | Uploads],
              settings: _Settings, own: frozenset[str] | None, recent: int | None,
-             early: Uploads | None) -> IngestResult:
+             early: Uploads | None, then: tuple[bytes, ParsedMail] | None) -> IngestResult:
     decision = route.decide(mail, _context(mail, settings, own, recent))
     uploads = _start_uploads(mail, decision, stored, early)
 
@@ -270,6 +274,10 @@ def _process(raw: bytes, mail: ParsedMail, key: str, origin: _Origin, started: f
         processing_ms=_elapsed_ms(started)))
     result = IngestResult(outcome, ticket_id=ticket.id if ticket else None, comment_id=comment.id if comment else None,
                           message_id=mail.message_id, reason=reason, inbound_id=inbound_id)
+    if then is not None:
+        next_raw, next_mail = then
+        pipeline.query_after_commit(db.session.connection(), lambda: _lookup(
+            origin.channel, dedupe_key(next_mail, next_raw), next_mail, settings))
     db.session.commit()
     if early is not None and uploads is not early:
         _forget_uploads([early])  # started in vain: this mail keeps no files
@@ -354,18 +362,26 @@ def _earlier_and_recent(channel: str, key: str, mail: ParsedMail, settings: _Set
     One round trip for both, asked before this mail's own row exists, so the loop guard's
     count (None when not wanted) leaves the mail itself out.
     """
-    statement = _EARLIER_AND_RECENT if loop_check and mail.from_address else _EARLIER_ONLY
-    params = {"channel": channel, "key": key, **_recent_params(mail, settings)}
-    params["sender_domain"] = params["sender"].rpartition("@")[2]
-    params.update(outbox.recent_automatic_params(params["sender"]))
-    # A Core query costs a fraction of an ORM one; as the transaction's first, it carries its BEGIN.
+    lookup, statement, params = _lookup(channel, key, mail, settings, loop_check)
+    # A Core query costs a fraction of an ORM one; the previous mail's commit may have brought it back already.
     earlier, count, contact_id, domain_customer_id, automatic = pipeline.one_row(
-        db.session.connection(), statement, params)
+        db.session.connection(), statement, params, key=lookup)
     # The same round trip found the sender's contact and their domain's customer, if any, and what
     # the confirmation's loop guard wants to know: none needs a query of its own.
     lookups.transaction_scratch()["sender_contact"] = (params["sender"], contact_id, domain_customer_id)
     outbox.counted_recent_automatic(params["sender"], automatic)
     return (db.session.get(InboundMail, earlier) if earlier is not None else None), count
+
+
+def _lookup(channel: str, key: str, mail: ParsedMail, settings: _Settings,
+            loop_check: bool = True) -> tuple[tuple, Select, dict]:
+    """Return what identifies the query `_earlier_and_recent` asks for this mail, the query and its parameters."""
+    statement = _EARLIER_AND_RECENT if loop_check and mail.from_address else _EARLIER_ONLY
+    params = {"channel": channel, "key": key, **_recent_params(mail, settings)}
+    params["sender_domain"] = params["sender"].rpartition("@")[2]
+    params.update(outbox.recent_automatic_params(params["sender"]))
+    # Not the times: asked a moment before, the same query for the same mail.
+    return (statement is _EARLIER_AND_RECENT, channel, key, params["sender"]), statement, params
 
 
 def _recent_from_sender(mail: ParsedMail, settings: _Settings) -> int:

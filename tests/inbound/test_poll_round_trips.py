@@ -1,0 +1,163 @@
+"""A poll's round trips to PostgreSQL: one per mail, its BEGIN, rows, COMMIT and the next mail's query together."""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+
+import pytest
+from sqlalchemy import event, text
+
+from helpdesk import pipeline
+from helpdesk.extensions import db, group_commits, one_connection
+from helpdesk.mail import prefetch
+from helpdesk.models import Contact, InboundMail
+from helpdesk.models._rows import insert_row
+from helpdesk.services import inbound
+
+_STATEMENT = re.compile(r'^F\t\d+\t(?:Parse\t "[^"]*" "(?P<parsed>.*)" \d+|Query\t "(?P<query>.*)")')
+
+
+@pytest.fixture
+def large_poll(monkeypatch):
+    """Make every poll a "large" one: helper processes parse, so each mail's successor is known in time."""
+    monkeypatch.setattr(inbound, "PREFETCH_MIN", 1)
+    monkeypatch.setattr(prefetch, "WAIT", 0.2)
+
+
+@pytest.fixture
+def round_trips(app):
+    """Return a function that runs a callable and lists its round trips to PostgreSQL: the statements each carried.
+
+    From libpq's own trace of every connection taken from the pool meanwhile: a Sync (or a simple
+    Query) is the client waiting for the server.
+    """
+    from psycopg import pq
+
+    def run(action) -> list[list[str]]:
+        with tempfile.TemporaryFile("w+") as trace:
+            return _trips(trace, action)
+
+    def _trips(trace, action) -> list[list[str]]:
+        traced = []
+
+        def checkout(dbapi_connection, _record, _proxy):
+            dbapi_connection.prepare_threshold = None  # every statement's text in the trace, never a name
+            dbapi_connection.pgconn.trace(os.dup(trace.fileno()))
+            dbapi_connection.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
+            traced.append(dbapi_connection)
+
+        def checkin(dbapi_connection, _record):
+            if dbapi_connection in traced:
+                dbapi_connection.pgconn.untrace()  # flushes and closes its copy of the file
+                dbapi_connection.prepare_threshold = 5
+                traced.remove(dbapi_connection)
+
+        event.listen(db.engine, "checkout", checkout)
+        event.listen(db.engine, "checkin", checkin)
+        try:
+            action()
+        finally:
+            event.remove(db.engine, "checkout", checkout)
+            event.remove(db.engine, "checkin", checkin)
+            for connection in traced:
+                connection.pgconn.untrace()
+        trace.seek(0)
+        messages: list[str] = []
+        for line in trace:
+            if line.startswith(("F\t", "B\t")) or not messages:
+                messages.append(line.rstrip("\n"))
+            else:  # a statement's text goes on over several lines
+                messages[-1] += " " + line.rstrip("\n")
+        trips, current = [], []
+        for line in messages:
+            if line.startswith("F\t4\tSync"):
+                trips.append(current)
+                current = []
+            elif match := _STATEMENT.match(line):
+                if match["query"] is not None:
+                    trips.append([match["query"]])  # the simple protocol: a round trip of its own
+                else:
+                    current.append(match["parsed"])
+        return trips
+
+    return run
+
+
+def _lookup(statement: str) -> bool:
+    return statement.startswith("SELECT") and "inbound_mails.dedupe_key" in statement
+
+
+@pytest.mark.postgresql
+def test_each_polled_mail_costs_one_round_trip_to_postgresql(large_poll, make_mailbox, append, customer_mail,
+                                                            round_trips, read_tickets):
+    mailbox = make_mailbox()
+    append(*(customer_mail(n) for n in range(8)))
+    reports = []
+
+    trips = round_trips(lambda: reports.append(inbound.poll_mailbox(mailbox.id)))
+
+    assert reports[0].ok and reports[0].processed == 8 and len(read_tickets()) == 8
+    commits = [n for n, trip in enumerate(trips) if any(s.startswith("INSERT INTO inbound_mails") for s in trip)]
+    assert len(commits) == 8 and all("COMMIT" in trips[n] for n in commits)
+    # Each COMMIT but the last brings back the next mail's query, so no mail asks it on its own...
+    assert [_lookup(trips[n][-1]) for n in commits] == [True] * 7 + [False]
+    # ...and after the first mail (which reads the poll's settings), the only round trips between two
+    # commits are the fetches of new ids, fewer as the poll goes on: the BEGIN goes with the next one.
+    for before, commit in zip(commits, commits[1:]):
+        between = trips[before + 1:commit]
+        assert all(any("nextval" in s for s in trip) for trip in between), between
+        assert (between[0] if between else trips[commit])[0] == "BEGIN"
+    assert not any(trip == ["BEGIN"] or trip in (["COMMIT"], ["ROLLBACK"]) for trip in trips[commits[0]:commits[-1] + 1])
+
+
+def test_each_mail_sees_what_the_mail_before_it_committed(large_poll, make_mailbox, append, customer_mail,
+                                                          read_tickets, read_inbound):
+    # The second mail's query is answered with the first mail's COMMIT: it must see that commit.
+    mailbox = make_mailbox()
+    again = customer_mail(1)
+    same_sender = customer_mail(2, sender="twice@example.org")
+    append(again, again, same_sender, customer_mail(3, sender="twice@example.org"))
+
+    report = inbound.poll_mailbox(mailbox.id)
+
+    assert report.ok and report.outcomes == {"created": 3, "duplicate": 1}
+    outcomes = [row.outcome for row in read_inbound()]
+    assert outcomes == ["created", "created", "created"]  # the duplicate is answered, not recorded twice
+    contacts = db.session.scalars(db.select(Contact).where(Contact.email == "twice@example.org")).all()
+    assert len(contacts) == 1
+    assert [t.contact_id for t in read_tickets()][1:] == [contacts[0].id, contacts[0].id]
+
+
+@pytest.mark.postgresql
+def test_a_failing_query_after_a_commit_leaves_the_commit_standing(app):
+    lookup, select_one = "a key", text("SELECT 1/0, 2")
+    with one_connection(), group_commits():
+        contact = insert_row(Contact, {"email": "kept@example.org", "name": "Kept"})
+        pipeline.query_after_commit(db.session.connection(), lambda: (lookup, select_one, {}))
+        db.session.commit()  # the division fails after the COMMIT went through: no error here
+        # The next transaction asks again, as it would have without the query after the commit.
+        with pytest.raises(Exception, match="division by zero"):
+            pipeline.one_row(db.session.connection(), select_one, {}, key=lookup)
+        db.session.rollback()
+    db.session.expire_all()
+    assert db.session.get(Contact, contact.id).email == "kept@example.org"
+
+
+@pytest.mark.postgresql
+def test_statements_of_a_transaction_begun_by_us_are_rolled_back_together(app):
+    with one_connection():
+        raw = db.session.connection().connection.driver_connection
+        assert raw.autocommit  # the poll's connection: the BEGIN is ours to send
+        db.session.add(Contact(email="first@example.org", name="First"))
+        db.session.flush()  # an ORM INSERT, not a pipelined one: it too needs the BEGIN before it
+        db.session.execute(text("UPDATE contacts SET name = 'Changed' WHERE email = 'first@example.org'"))
+        db.session.rollback()
+        assert db.session.scalar(db.select(db.func.count(Contact.id))) == 0
+        db.session.add(Contact(email="second@example.org", name="Second"))
+        db.session.commit()
+    # Back in the pool, the connection begins its transactions as the driver does.
+    with db.engine.connect() as connection:
+        assert not connection.connection.driver_connection.autocommit
+    assert [c.email for c in db.session.scalars(db.select(Contact))] == ["second@example.org"]
+    assert db.session.scalar(db.select(db.func.count(InboundMail.id))) == 0
