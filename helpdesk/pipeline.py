@@ -114,15 +114,16 @@ def own_begin(connection: Connection) -> Iterator[None]:
 
 
 def query_after_commit(connection: Connection,
-                       question: Callable[[], tuple[Hashable, Executable, dict[str, Any]]]) -> None:
+                       question: Callable[[], tuple[Hashable, Executable, dict[str, Any]] | None]) -> None:
     """Have this transaction's COMMIT also bring back the row of a query, for the next transaction's `one_row`.
 
-    `question()` returns (key, statement, params); the next `one_row(..., key=key)` takes the row.
-    Read right after the COMMIT, it sees what this transaction wrote, as it would a moment later.
-    Only inside `own_begin()` (`question` is not even called elsewhere): the next `one_row` asks then.
+    `question()` returns (key, statement, params), or None for no query; the next
+    `one_row(..., key=key)` takes the row. Read right after the COMMIT, it sees what this
+    transaction wrote, as it would a moment later. Only inside `own_begin()` (`question` is not
+    even called elsewhere): the next `one_row` asks then.
     """
-    if connection.info.get(_OWN_BEGIN):
-        key, statement, params = question()
+    if connection.info.get(_OWN_BEGIN) and (asked := question()) is not None:
+        key, statement, params = asked
         connection.info[_AFTER_COMMIT] = (key, _query(connection, statement, params))
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 
 from flask import current_app
 from sqlalchemy import or_, update
@@ -25,7 +26,7 @@ from sqlalchemy import or_, update
 from helpdesk.extensions import db, durable_commit, group_commits, one_connection
 from helpdesk.mail import prefetch
 from helpdesk.mail.imap import ImapError, ImapSession
-from helpdesk.mail.parse import ParsedMail
+from helpdesk.mail.parse import ParsedMail, parse
 from helpdesk.mail.secrets import CredentialError
 from helpdesk.models import Mailbox
 from helpdesk.models._time import utcnow
@@ -222,7 +223,7 @@ def _ingest_all(session: ImapSession, mailbox_id: int, owner: str, uids: list[in
                     uid, raw, parsed, uploads = item
                     result = ingest_mail(raw, channel=channel, mailbox_id=mailbox_id, uid=uid,
                                          uidvalidity=uidvalidity, own=own, parsed=parsed, uploads=uploads,
-                                         then=ahead.next_parsed(up_to_uid=chunk[-1]))
+                                         then=partial(ahead.next_parsed, up_to_uid=chunk[-1]))
                     report.processed += 1
                     report.outcomes[result.outcome] += 1
                     if on_result is not None:
@@ -280,11 +281,17 @@ class _Ahead:
         return item
 
     def next_parsed(self, *, up_to_uid: int) -> tuple[bytes, ParsedMail] | None:
-        """Return the next mail's (raw, parsed) if it is parsed already and its UID is at most `up_to_uid`."""
+        """Return the next mail's (raw, parsed) if its UID is at most `up_to_uid`, parsing it now if no helper did."""
         if not self._items or isinstance(self._items[0], ImapError) or self._items[0][0] > up_to_uid:
             return None
-        _uid, raw, parsed, _uploads = self._items[0]
-        return (raw, parsed) if parsed is not None else None
+        uid, raw, parsed, uploads = self._items[0]
+        if parsed is None:
+            try:
+                parsed = parse(raw)
+            except Exception:  # noqa: BLE001 - its own ingest parses it again, and quarantines it
+                return None
+            self._items[0] = (uid, raw, parsed, uploads)  # parsed once: its ingest takes this
+        return raw, parsed
 
     @property
     def failure(self) -> ImapError | None:

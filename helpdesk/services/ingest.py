@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 # Column widths of the tables written here: PostgreSQL refuses longer strings.
 _ADDRESS_MAX, _NAME_MAX, _HEADER_MAX, _FILE_MAX = 254, 200, 998, 255
 SPOOL_PREFIX = "spool:"
+NextMail = Callable[[], "tuple[bytes, ParsedMail] | None"]  # the mail ingested next, parsed, if any
 
 
 class ReprocessError(Exception):
@@ -92,7 +93,7 @@ class _Settings:
 def ingest_mail(raw: bytes, *, channel: str = "cli", mailbox_id: int | None = None, uid: int | None = None,
                 uidvalidity: int | None = None, own: frozenset[str] | None = None,
                 parsed: ParsedMail | None = None, uploads: Uploads | None = None,
-                then: tuple[bytes, ParsedMail] | None = None) -> IngestResult:
+                then: NextMail | None = None) -> IngestResult:
     """Make a ticket or comment from one raw mail (or ignore or quarantine it), record the outcome, commit.
 
     Each mail is one transaction of its own: call this with no pending changes in the session.
@@ -100,8 +101,8 @@ def ingest_mail(raw: bytes, *, channel: str = "cli", mailbox_id: int | None = No
     `own` is `own_addresses()` when the caller looked it up once for many mails (a poll);
     `parsed` is `parse(raw)` when the caller had it parsed already (a poll's helper process), and
     `uploads` the files a helper stored for it: used if the mail keeps its files, else removed.
-    `then` is the (raw, parsed) mail the caller ingests next on this channel: where the database
-    allows, this mail's commit brings back what that one's ingest asks first.
+    `then()` returns the (raw, parsed) mail the caller ingests next on this channel, or None: where
+    the database can use it, this mail's commit brings back what that one's ingest asks first.
     """
     return _ingest(bytes(raw), _Origin(channel, mailbox_id, uid, uidvalidity), own=own, parsed=parsed,
                    early=uploads, then=then)
@@ -194,7 +195,7 @@ def _raw_key(raw: bytes) -> str:
 def _ingest(raw: bytes, origin: _Origin, *, replacing: InboundMail | None = None,
             loop_check: bool = True, own: frozenset[str] | None = None,
             parsed: ParsedMail | None = None, early: Uploads | None = None,
-            then: tuple[bytes, ParsedMail] | None = None) -> IngestResult:
+            then: NextMail | None = None) -> IngestResult:
     started = time.perf_counter()
     mail: ParsedMail | None = None
     key = ""  # set from the parsed mail; hashing every raw mail up front would cost a pass over its bytes
@@ -239,7 +240,7 @@ def _ingest(raw: bytes, origin: _Origin, *, replacing: InboundMail | None = None
 
 def _process(raw: bytes, mail: ParsedMail, key: str, origin: _Origin, started: float, stored: list[str | Uploads],
              settings: _Settings, own: frozenset[str] | None, recent: int | None,
-             early: Uploads | None, then: tuple[bytes, ParsedMail] | None) -> IngestResult:
+             early: Uploads | None, then: NextMail | None) -> IngestResult:
     decision = route.decide(mail, _context(mail, settings, own, recent))
     uploads = _start_uploads(mail, decision, stored, early)
 
@@ -275,9 +276,7 @@ def _process(raw: bytes, mail: ParsedMail, key: str, origin: _Origin, started: f
     result = IngestResult(outcome, ticket_id=ticket.id if ticket else None, comment_id=comment.id if comment else None,
                           message_id=mail.message_id, reason=reason, inbound_id=inbound_id)
     if then is not None:
-        next_raw, next_mail = then
-        pipeline.query_after_commit(db.session.connection(), lambda: _lookup(
-            origin.channel, dedupe_key(next_mail, next_raw), next_mail, settings))
+        pipeline.query_after_commit(db.session.connection(), lambda: _next_lookup(origin.channel, then, settings))
     db.session.commit()
     if early is not None and uploads is not early:
         _forget_uploads([early])  # started in vain: this mail keeps no files
@@ -382,6 +381,15 @@ def _lookup(channel: str, key: str, mail: ParsedMail, settings: _Settings,
     params.update(outbox.recent_automatic_params(params["sender"]))
     # Not the times: asked a moment before, the same query for the same mail.
     return (statement is _EARLIER_AND_RECENT, channel, key, params["sender"]), statement, params
+
+
+def _next_lookup(channel: str, then: NextMail, settings: _Settings) -> tuple[tuple, Select, dict] | None:
+    """Return `_lookup` of the mail the caller ingests next, if there is one."""
+    following = then()
+    if following is None:
+        return None
+    raw, mail = following
+    return _lookup(channel, dedupe_key(mail, raw), mail, settings)
 
 
 def _recent_from_sender(mail: ParsedMail, settings: _Settings) -> int:

@@ -18,11 +18,13 @@ from helpdesk.services import inbound
 _STATEMENT = re.compile(r'^F\t\d+\t(?:Parse\t "[^"]*" "(?P<parsed>.*)" \d+|Query\t "(?P<query>.*)")')
 
 
-@pytest.fixture
-def large_poll(monkeypatch):
-    """Make every poll a "large" one: helper processes parse, so each mail's successor is known in time."""
-    monkeypatch.setattr(inbound, "PREFETCH_MIN", 1)
-    monkeypatch.setattr(prefetch, "WAIT", 0.2)
+@pytest.fixture(params=["helpers", "the poll"])
+def parsed_by(request, monkeypatch) -> str:
+    """Poll with the helper processes parsing the mails ahead (as from 100 new mails), or without."""
+    if request.param == "helpers":
+        monkeypatch.setattr(inbound, "PREFETCH_MIN", 1)
+        monkeypatch.setattr(prefetch, "WAIT", 0.2)
+    return request.param
 
 
 @pytest.fixture
@@ -90,7 +92,7 @@ def _lookup(statement: str) -> bool:
 
 
 @pytest.mark.postgresql
-def test_each_polled_mail_costs_one_round_trip_to_postgresql(large_poll, make_mailbox, append, customer_mail,
+def test_each_polled_mail_costs_one_round_trip_to_postgresql(parsed_by, make_mailbox, append, customer_mail,
                                                             round_trips, read_tickets):
     mailbox = make_mailbox()
     append(*(customer_mail(n) for n in range(8)))
@@ -113,7 +115,7 @@ def test_each_polled_mail_costs_one_round_trip_to_postgresql(large_poll, make_ma
     assert not [trip for trip in trips[commits[0]:commits[-1] + 1] if trip in alone]
 
 
-def test_each_mail_sees_what_the_mail_before_it_committed(large_poll, make_mailbox, append, customer_mail,
+def test_each_mail_sees_what_the_mail_before_it_committed(parsed_by, make_mailbox, append, customer_mail,
                                                           read_tickets, read_inbound):
     # The second mail's query is answered with the first mail's COMMIT: it must see that commit.
     mailbox = make_mailbox()
