@@ -385,11 +385,15 @@ def _lookup(channel: str, key: str, mail: ParsedMail, settings: _Settings,
 
 def _next_lookup(channel: str, then: NextMail, settings: _Settings) -> tuple[tuple, Select, dict] | None:
     """Return `_lookup` of the mail the caller ingests next, if there is one."""
-    following = then()
-    if following is None:
+    try:
+        following = then()
+        if following is None:
+            return None
+        raw, mail = following
+        return _lookup(channel, dedupe_key(mail, raw), mail, settings)
+    except Exception:  # noqa: BLE001 - the next mail is no concern of this one: it asks for itself
+        log.warning("could not prepare the next mail's query", exc_info=True)
         return None
-    raw, mail = following
-    return _lookup(channel, dedupe_key(mail, raw), mail, settings)
 
 
 def _recent_from_sender(mail: ParsedMail, settings: _Settings) -> int:

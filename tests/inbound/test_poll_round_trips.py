@@ -134,6 +134,22 @@ def test_each_mail_sees_what_the_mail_before_it_committed(parsed_by, make_mailbo
 
 
 @pytest.mark.postgresql
+def test_a_next_mail_that_cannot_be_read_ahead_changes_nothing_for_the_one_before(monkeypatch, make_mailbox, append,
+                                                                                  customer_mail, read_inbound):
+    def broken(self, *, up_to_uid):
+        raise RuntimeError("cannot look ahead")
+
+    monkeypatch.setattr(inbound._Ahead, "next_parsed", broken)
+    mailbox = make_mailbox()
+    append(customer_mail(1), customer_mail(2))
+
+    report = inbound.poll_mailbox(mailbox.id)
+
+    assert report.ok and report.outcomes == {"created": 2}
+    assert [row.outcome for row in read_inbound()] == ["created", "created"]
+
+
+@pytest.mark.postgresql
 def test_a_failing_query_after_a_commit_leaves_the_commit_standing(app):
     lookup, select_one = "a key", text("SELECT 1/0, 2")
     with one_connection(), group_commits():
