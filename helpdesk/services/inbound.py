@@ -286,10 +286,9 @@ class _Ahead:
             return None
         uid, raw, parsed, uploads = self._items[0]
         if parsed is None:
-            try:
-                parsed = parse(raw)
-            except Exception:  # noqa: BLE001 - its own ingest parses it again, and quarantines it
-                return None
+            # Should parsing fail, the caller (ingest) goes on without it, and this mail's own ingest
+            # parses it again and quarantines it.
+            parsed = parse(raw)
             self._items[0] = (uid, raw, parsed, uploads)  # parsed once: its ingest takes this
         return raw, parsed
 
