@@ -1,6 +1,7 @@
 # make run   — set up on first use, then serve the console on http://127.0.0.1:5000 (PORT overrides)
 # make test  — install what the tests need, start the real servers, run every test (SQLite and PostgreSQL)
 # make bench — measure inbound and outbound mail throughput (see BENCHMARKS.md)
+# make bench-compare BASE=rev — time the inbound poll of this checkout against another revision
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,7 +10,7 @@ FLASK := $(VENV)/bin/flask --app wsgi
 PORT ?= 5000
 export FLASK_APP := wsgi
 
-.PHONY: run test bench services-stop clean
+.PHONY: run test bench bench-compare services-stop clean
 
 $(VENV)/bin/python:
 	@$(PYTHON) -m venv $(VENV) || { apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
@@ -40,6 +41,11 @@ test: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test
 	bash tests/services/install-deps.sh
 	bash tests/run.sh $(PY) --bench
+
+bench-compare: $(VENV)/.installed-test
+	@test -n "$(BASE)" || { echo "name the revision to compare against: make bench-compare BASE=HEAD~1"; exit 2; }
+	bash tests/services/install-deps.sh
+	bash tests/run.sh $(PY) --compare $(BASE)
 
 clean:
 	rm -rf $(VENV) *.egg-info test-artifacts

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Start the real servers, run the tests on SQLite then PostgreSQL (or the benchmarks), stop the servers.
-# Usage: tests/run.sh PYTHON [--bench]
+# Usage: tests/run.sh PYTHON [--bench | --compare BASE]
 set -uo pipefail
-PY=$1; MODE=${2:-test}
+PY=$1; MODE=${2:-test}; BASE=${3:-}
 HERE=$(cd "$(dirname "$0")" && pwd); ROOT=$(dirname "$HERE")
 STATE=$(mktemp -d /tmp/helpdesk-services.XXXXXX)
 trap 'bash "$HERE/services/stop.sh" "$STATE"; rm -rf "$STATE"' EXIT
@@ -11,6 +11,10 @@ set -a; . "$STATE/env"; set +a
 cd "$ROOT"
 if [ "$MODE" = "--bench" ]; then
   "$PY" bench/outbound.py && "$PY" bench/inbound.py --reference
+  exit $?
+fi
+if [ "$MODE" = "--compare" ]; then
+  "$PY" bench/compare.py "$BASE"
   exit $?
 fi
 start=$(date +%s)
