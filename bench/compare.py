@@ -53,8 +53,7 @@ def run_once(root: Path, folder: str, bucket: str) -> dict:
 
     if Path(helpdesk.__file__).resolve().parent.parent != root.resolve():
         raise SystemExit(f"imported helpdesk from {helpdesk.__file__}, not from {root}")
-    sys.path.insert(1, str(ROOT / "bench"))
-    import inbound  # this checkout's bench helpers: the same setup on both sides
+    import inbound  # this checkout's bench helpers (beside this file): the same setup on both sides
     figures = {}
     for _ in ("warm-up", "measured"):
         workdir = Path(tempfile.mkdtemp(prefix="hd-compare-"))
@@ -125,8 +124,6 @@ def main() -> None:
         if known.returncode != 0:
             parser.error(f"{revision!r} is not a commit of this repository")
 
-    sys.path.insert(0, str(ROOT / "bench"))
-    sys.path.insert(0, str(ROOT))
     import inbound
 
     corpus = Path(os.environ.get("HELPDESK_CORPUS") or ROOT.parent / "shared" / "corpus")
