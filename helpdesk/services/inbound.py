@@ -274,7 +274,7 @@ class _Ahead:
 
     def take(self, *, up_to_uid: int) -> Ahead | None:
         """Return the next mail if its UID is at most `up_to_uid`, else None."""
-        if not self._items or isinstance(self._items[0], ImapError) or self._items[0][0] > up_to_uid:
+        if not self._due(up_to_uid):
             return None
         item = self._items.popleft()
         self._fill()
@@ -282,7 +282,7 @@ class _Ahead:
 
     def next_parsed(self, *, up_to_uid: int) -> tuple[bytes, ParsedMail] | None:
         """Return the next mail's (raw, parsed) if its UID is at most `up_to_uid`, parsing it now if no helper did."""
-        if not self._items or isinstance(self._items[0], ImapError) or self._items[0][0] > up_to_uid:
+        if not self._due(up_to_uid):
             return None
         uid, raw, parsed, uploads = self._items[0]
         if parsed is None:
@@ -291,6 +291,10 @@ class _Ahead:
             parsed = parse(raw)
             self._items[0] = (uid, raw, parsed, uploads)  # parsed once: its ingest takes this
         return raw, parsed
+
+    def _due(self, up_to_uid: int) -> bool:
+        """Tell whether a mail stands next in line (not a fetch failure) with its UID at most `up_to_uid`."""
+        return bool(self._items) and not isinstance(self._items[0], ImapError) and self._items[0][0] <= up_to_uid
 
     @property
     def failure(self) -> ImapError | None:
