@@ -199,20 +199,41 @@ class Uploads:
             return StorageError(f"Cannot store attachment: {type(exc).__name__}: {exc}")
 
 
-def put_all(store: AttachmentStore, files: list[tuple[bytes, str]]) -> list[StoredObject]:
-    """Store each (data, content_type) in turn; on a failure remove the ones stored and raise StorageError."""
-    stored: list[StoredObject] = []
-    try:
-        for data, content_type in files:
-            stored.append(store.put(data, content_type=content_type))
-    except StorageError:
-        for obj in stored:
-            try:
-                store.delete(obj.key)
-            except StorageError:
-                pass  # an orphaned object costs only space
-        raise
-    return stored
+class SharedPuts:
+    """Puts that store equal files once: a file with the bytes and content type of one stored before in the
+    same scope gets that one's object, not a new one.
+
+    Mails often carry the same files (the sender's logo, an inline image quoted again), so a poll's
+    helper stores each once. The object then belongs to several mails: whoever removes one of them
+    must first make sure no other mail keeps it (see `ingest.removals_gathered`).
+    """
+
+    def __init__(self, store: AttachmentStore) -> None:
+        self._store = store
+        self._lock = threading.Lock()  # puts run on several threads
+        self._objects: dict[tuple, Future] = {}
+
+    def put(self, data: bytes, *, content_type: str, scope: object) -> StoredObject:
+        """Store `data` unless an equal file of `scope` was stored (or is being stored) already; return its object."""
+        key = (scope, content_type, len(data), hashlib.sha256(data).digest())
+        with self._lock:
+            future = self._objects.get(key)
+            mine = future is None
+            if mine:
+                future = self._objects[key] = Future()
+        if not mine:
+            return future.result()  # raises the StorageError of a put that failed
+        try:
+            stored = self._store.put(data, content_type=content_type)
+        except BaseException as exc:
+            with self._lock:
+                del self._objects[key]  # the next equal file tries again
+            future.set_exception(exc)
+            raise
+        # Set before this thread looks up another file: two threads each waiting for the other's
+        # file is then impossible.
+        future.set_result(stored)
+        return stored
 
 
 class LocalStore(AttachmentStore):

@@ -30,7 +30,7 @@ AHEAD_UNIT = 256 * 1024
 UPLOAD_THREADS = 3  # per helper
 FIRST_BATCH = 5  # mails in a helper's first FETCH
 HELPER_NICENESS = 10
-Upload = Callable[[ParsedMail], "list[StoredObject] | None"]
+Upload = Callable[[ParsedMail, int], "list[StoredObject] | None"]
 
 
 @dataclass
@@ -57,7 +57,8 @@ class Prefetcher:
 
     def __init__(self, settings: ImapSettings, folder: str, uids: list[int], batch: int = 50,
                  helpers: int = 2, upload: Upload | None = None) -> None:
-        """`upload`, run in the helpers, may store a parsed mail's files and return what it stored."""
+        """`upload`, run in the helpers, may store a parsed mail's files and return what it stored; it is
+        told which of the caller's batches (of `batch` UIDs, in order) the mail belongs to."""
         # fork, not spawn: the helper needs no imports of its own (spawn would re-import Flask and
         # the app, over a second), and it touches nothing it inherits but the code it runs.
         context = multiprocessing.get_context("fork")
@@ -70,8 +71,9 @@ class Prefetcher:
         # and none races ahead while the caller waits for the other.
         self._processes = [
             context.Process(target=_produce, name=f"helpdesk-prefetch-{n + 1}", daemon=True,
-                            args=(settings, folder, self._uids[n::count], batch, self._queues[n], self._ahead[n],
-                                  upload))
+                            args=(settings, folder, self._uids[n::count],
+                                  [index // batch for index in range(n, len(self._uids), count)], batch,
+                                  self._queues[n], self._ahead[n], upload))
             for n in range(count)]
         # Objects the helpers inherit go to the permanent generation while they fork: a helper's
         # garbage collections then never walk (and copy-on-write) the whole parent heap.
@@ -148,8 +150,8 @@ def _units(raw: bytes) -> int:
     return min(1 + len(raw) // AHEAD_UNIT, AHEAD_BYTES // AHEAD_UNIT)
 
 
-def _produce(settings: ImapSettings, folder: str, uids: list[int], batch: int, out: multiprocessing.Queue,
-             ahead: multiprocessing.Semaphore, upload: Upload | None) -> None:
+def _produce(settings: ImapSettings, folder: str, uids: list[int], batches: list[int], batch: int,
+             out: multiprocessing.Queue, ahead: multiprocessing.Semaphore, upload: Upload | None) -> None:
     """A helper: fetch, parse (and maybe store the files of) each of its mails, hand them over in order,
     "gone" for a mail no longer there (or what failed)."""
     # Uploads wait on the store, parsing on the CPU: a few upload threads let the helper parse the
@@ -178,13 +180,14 @@ def _produce(settings: ImapSettings, folder: str, uids: list[int], batch: int, o
             first = min(FIRST_BATCH, batch)
             fetched = chain(session.fetch_uids(uids[:first], batch=first, missing=True),
                             session.fetch_uids(uids[first:], batch=batch, missing=True))
+            batch_of = dict(zip(uids, batches))
             for uid, raw in fetched:
                 parsed = stored = None
                 if raw is not None:
                     try:
                         mail = parse(raw)
                         # Uploading here, not in the caller's threads, keeps them off its interpreter lock.
-                        stored = uploads.submit(upload, mail) if uploads is not None else None
+                        stored = uploads.submit(upload, mail, batch_of[uid]) if uploads is not None else None
                         parsed = pickle.dumps(mail, protocol=pickle.HIGHEST_PROTOCOL)
                     except Exception:  # noqa: BLE001 - the caller parses this one itself; no mail goes missing
                         parsed = None

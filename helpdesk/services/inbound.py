@@ -195,6 +195,8 @@ def _poll(mailbox_id: int, owner: str, report: PollReport, on_result: OnResult |
 def _fetcher(session: ImapSession, mailbox: Mailbox, uids: list[int]) -> Iterator[Iterator[Fetched]]:
     """Yield the new mails in UID order: parsed by a helper process when there are many, else fetched here."""
     if len(uids) >= PREFETCH_MIN and prefetch.available():
+        # The helpers' batches are `_ingest_all`'s: a file they store once for several mails of a
+        # batch is removed, if at all, only once the whole batch is in.
         helper = prefetch.Prefetcher(mailboxes.imap_settings(mailbox), mailbox.folder, uids, BATCH,
                                      upload=early_uploader())
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -38,8 +39,7 @@ from helpdesk.services import lookups, outbox
 from helpdesk.services.attachments import attachment_store, link_attachment
 from helpdesk.services.mailboxes import own_addresses
 from helpdesk.services.tickets import add_comment, open_ticket
-from helpdesk.storage import (AttachmentStore, LocalStore, StorageError, StoredObject, Uploads,
-                              put_all)
+from helpdesk.storage import LocalStore, SharedPuts, StorageError, StoredObject, Uploads
 
 log = logging.getLogger(__name__)
 
@@ -118,11 +118,12 @@ def early_files(mail: ParsedMail, max_size: int) -> list[tuple[bytes, str]] | No
     return [(part.data, _content_type(part)) for part in mail.attachments]
 
 
-def early_uploader() -> Callable[[ParsedMail], list[StoredObject] | None]:
+def early_uploader() -> Callable[[ParsedMail, int], list[StoredObject] | None]:
     """Return what a poll's helper process calls to store a parsed mail's files (None: it did not).
 
     It opens its own connection to the store on first use: a forked process must not share the
-    parent's.
+    parent's. Equal files of mails in the same batch of the poll (the second argument) are stored
+    once; within `removals_gathered()`, a batch's removals spare the objects any of its mails kept.
     """
     parent = attachment_store()
     try:
@@ -131,18 +132,22 @@ def early_uploader() -> Callable[[ParsedMail], list[StoredObject] | None]:
     except StorageError:
         pass  # the helpers try for themselves, and the poll reports what fails
     max_size = _settings().max_size
-    store: list[AttachmentStore] = []
+    store: list[SharedPuts] = []
+    opening = threading.Lock()
 
-    def upload(mail: ParsedMail) -> list[StoredObject] | None:
+    def upload(mail: ParsedMail, batch: int) -> list[StoredObject] | None:
         files = early_files(mail, max_size)
         if not files:
             return None
-        if not store:
-            store.append(parent.fresh())
+        with opening:
+            if not store:
+                store.append(SharedPuts(parent.fresh()))
         try:
-            return put_all(store[0], files)
+            return [store[0].put(data, content_type=content_type, scope=batch) for data, content_type in files]
         except StorageError:
-            return None  # the poll stores them itself, and says what failed if it fails again
+            # The poll stores them itself, and says what failed if it fails again. What was stored
+            # stays (another mail may have it); if no mail keeps it, it costs only space.
+            return None
 
     return upload
 
@@ -280,6 +285,8 @@ def _process(raw: bytes, mail: ParsedMail, key: str, origin: _Origin, started: f
     db.session.commit()
     if early is not None and uploads is not early:
         _forget_uploads([early])  # started in vain: this mail keeps no files
+    elif early is not None:
+        _kept(early)
     if result.outcome == "quarantined":
         log.warning("inbound mail %s quarantined: %s", mail.message_id or key, reason)
     return result
@@ -455,6 +462,14 @@ def _forget_raw(key: str | None) -> None:
 
 
 _REMOVALS = "helpdesk_gathered_removals"
+_KEPT = "helpdesk_kept_uploads"
+
+
+def _kept(uploads: Uploads) -> None:
+    """Note, within `removals_gathered()`, the objects a committed mail keeps: none of them is to be removed."""
+    kept = db.session.info.get(_KEPT)
+    if kept is not None:
+        kept.update(uploads.stored_keys())
 
 
 @contextmanager
@@ -463,18 +478,21 @@ def removals_gathered() -> Iterator[None]:
     `remove_gathered()`.
 
     A poll's duplicates and quarantined mails leave early uploads behind: one request removes
-    them all instead of one each, and the poll does not wait for each.
+    them all instead of one each, and the poll does not wait for each. An early upload may belong to
+    several mails of one batch (`SharedPuts`): what a committed mail keeps is never removed.
     """
     session = db.session()
     if _REMOVALS in session.info:
         yield
         return
     session.info[_REMOVALS] = []
+    session.info[_KEPT] = set()
     try:
         yield
     finally:
         remove_gathered()
         session.info.pop(_REMOVALS, None)
+        session.info.pop(_KEPT, None)
 
 
 def remove_gathered() -> None:
@@ -482,8 +500,11 @@ def remove_gathered() -> None:
     keys = db.session.info.get(_REMOVALS)
     if not keys:
         return
-    batch = list(keys)
+    kept = db.session.info.get(_KEPT, ())
+    batch = [key for key in dict.fromkeys(keys) if key not in kept]
     keys.clear()
+    if not batch:
+        return
     try:
         attachment_store().delete_many(batch)
     except StorageError:

@@ -137,6 +137,51 @@ def test_early_uploads_of_mails_that_keep_no_files_are_removed_a_batch_at_a_time
     assert db.session.scalar(db.select(db.func.count(Attachment.id))) == 4
 
 
+def attachment_keys(tickets) -> list[str]:
+    return [attachment.storage_key for ticket in tickets for attachment in ticket.attachments]
+
+
+def test_equal_files_of_mails_in_one_batch_are_stored_once_and_each_mail_keeps_them(
+        large_poll, make_mailbox, append, customer_mail, read_tickets):
+    mailbox = make_mailbox()
+    logo, other = os.urandom(4_000), os.urandom(4_000)
+    # Batches of 3; a helper takes every other mail: mails 0 and 2 are the same helper's, in the
+    # first batch; mail 3 is in the second.
+    append(*(customer_mail(n, attachment=logo if n != 1 else other) for n in range(4)))
+
+    report = inbound.poll_mailbox(mailbox.id)
+
+    assert report.ok and dict(report.outcomes) == {"created": 4}
+    keys = attachment_keys(read_tickets())
+    assert keys[0] == keys[2]
+    assert len(set(keys)) == 3 and len(stored_objects()) == 3
+    assert [attachment_store().read(key) for key in keys] == [logo, other, logo, logo]
+
+
+def test_a_file_shared_with_a_mail_that_keeps_it_is_not_removed_with_a_duplicate(
+        large_poll, make_mailbox, append, customer_mail, read_tickets, read_inbound):
+    mailbox = make_mailbox()
+    logo = os.urandom(4_000)
+    earlier = customer_mail(0, attachment=logo)
+    append(earlier)
+    assert inbound.poll_mailbox(mailbox.id).ok
+    kept_before = stored_objects()
+    # The same helper, the same batch: first a duplicate of the mail above (its early upload in
+    # vain), then a new mail with the same file, then a duplicate of that one.
+    fresh = customer_mail(2, attachment=logo)
+    append(earlier, customer_mail(1), fresh, fresh)
+
+    report = inbound.poll_mailbox(mailbox.id)
+
+    assert report.ok and dict(report.outcomes) == {"duplicate": 2, "created": 2}
+    tickets = read_tickets()
+    new_key = tickets[-1].attachments[0].storage_key
+    assert [t.title.split(" (")[0] for t in tickets] == ["Printer 0 is on fire", "Printer 1 is on fire",
+                                                           "Printer 2 is on fire"]
+    assert stored_objects() == kept_before | {new_key}
+    assert attachment_store().read(new_key) == logo
+
+
 @pytest.fixture
 def unread_redis_queue(app_config, services):
     """Send jobs to a Redis database of this test's own that no worker reads."""

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from helpdesk.storage import CHUNK_SIZE, LocalStore, S3Store, StorageError, StoredObject, make_store
+from helpdesk.storage import CHUNK_SIZE, LocalStore, S3Store, SharedPuts, StorageError, StoredObject, make_store
 
 KEY_RE = re.compile(r"att/\d{4}/\d{2}/[0-9a-f]{32}")
 
@@ -368,3 +368,61 @@ def test_a_fresh_copy_of_a_store_not_yet_ready_makes_the_bucket_itself(s3_store)
     copy = store.fresh()
     stored = copy.put(b"first", content_type="text/plain")
     assert store.read(stored.key) == b"first"
+
+
+def test_shared_puts_store_equal_files_of_one_scope_once(store):
+    shared = SharedPuts(store)
+    logo, other = os.urandom(3_000), os.urandom(3_000)
+
+    first = shared.put(logo, content_type="image/png", scope=1)
+    again = shared.put(logo, content_type="image/png", scope=1)
+    elsewhere = [shared.put(logo, content_type="image/png", scope=2),  # another batch
+                 shared.put(logo, content_type="image/gif", scope=1),
+                 shared.put(other, content_type="image/png", scope=1)]
+
+    assert again == first
+    assert len({first.key, *(obj.key for obj in elsewhere)}) == 4
+    assert store.read(first.key) == logo
+    assert first.sha256 == hashlib.sha256(logo).hexdigest()
+
+
+def test_shared_puts_from_several_threads_at_once_store_the_file_once(store, monkeypatch):
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    puts = []
+    real_put = store.put
+    monkeypatch.setattr(store, "put", lambda data, **kwargs: (puts.append(data), real_put(data, **kwargs))[1])
+    shared = SharedPuts(store)
+    logo = os.urandom(5_000)
+    start = threading.Barrier(6)
+
+    def put(_n: int) -> StoredObject:
+        start.wait(30)
+        return shared.put(logo, content_type="image/png", scope=0)
+
+    with ThreadPoolExecutor(6) as pool:
+        stored = list(pool.map(put, range(6)))
+
+    assert len(puts) == 1
+    assert len(set(stored)) == 1 and store.read(stored[0].key) == logo
+
+
+def test_a_shared_put_that_failed_is_tried_again_by_the_next_equal_file(store, monkeypatch):
+    real_put = store.put
+    down = [True]
+
+    def put(data, **kwargs):
+        if down[0]:
+            raise StorageError("The S3 server is down")
+        return real_put(data, **kwargs)
+
+    monkeypatch.setattr(store, "put", put)
+    shared = SharedPuts(store)
+    with pytest.raises(StorageError):
+        shared.put(b"logo", content_type="image/png", scope=0)
+    down[0] = False
+
+    stored = shared.put(b"logo", content_type="image/png", scope=0)
+
+    assert store.read(stored.key) == b"logo"
