@@ -29,7 +29,7 @@ run: $(VENV)/.installed
 	$(FLASK) demo seed
 	@if [ -n "$$REDIS_URL" ]; then \
 	  echo "REDIS_URL is set: starting rq worker and rq cron beside the console"; \
-	  $(VENV)/bin/rq worker --url "$$REDIS_URL" helpdesk & \
+	  $(VENV)/bin/rq worker --worker-class jobs.worker.Worker --url "$$REDIS_URL" helpdesk & \
 	  $(VENV)/bin/rq cron --url "$$REDIS_URL" jobs/cron.py & \
 	fi; \
 	$(FLASK) serve --port $(PORT)

@@ -28,15 +28,31 @@ def with_app_context(func: Callable) -> Callable:
     def wrapped(*args, **kwargs):
         if has_app_context():
             return func(*args, **kwargs)
-        global _worker_app
-        if _worker_app is None:
-            from helpdesk import create_app
-
-            _worker_app = create_app()
-        with _worker_app.app_context():
+        with worker_app().app_context():
             return func(*args, **kwargs)
 
     return wrapped
+
+
+def worker_app() -> Flask:
+    """Return the app this process's jobs run in, building it on first use.
+
+    Built before a worker forks (`jobs.worker.Worker` does), it is inherited by every process the
+    worker forks for a job, whose job then starts at once.
+    """
+    global _worker_app
+    if _worker_app is None:
+        from helpdesk import create_app
+        from helpdesk.extensions import db
+
+        app = create_app()
+        with app.app_context():
+            engine = db.engine
+        # A forked process must not use the pooled database connections of the one it was forked
+        # from: it drops its copies (leaving them open for their owner) and opens its own.
+        os.register_at_fork(after_in_child=lambda: engine.dispose(close=False))
+        _worker_app = app
+    return _worker_app
 
 
 def enqueue(func: Callable, *args, retry: bool = False, merge: bool = False) -> None:

@@ -83,3 +83,53 @@ def test_cron_config_registers_the_recurring_jobs():
 
     names = {data["func"].__name__ for data in rq_cron._job_data_registry}
     assert {func.__name__ for func, _ in RECURRING} <= names
+
+
+PROBE = '''
+import os
+import sys
+
+import jobs
+from helpdesk.extensions import db
+from helpdesk.models import Macro
+
+
+def probe():
+    """A job: report whether the app was there when the job started, and use the database."""
+    found = {"pid": os.getpid(), "app_built": jobs._worker_app is not None,
+             "helpdesk_imported": "helpdesk.services.inbound" in sys.modules}
+    found["macros"] = jobs.with_app_context(lambda: db.session.scalar(db.select(db.func.count(Macro.id))))()
+    return found
+'''
+
+
+@pytest.mark.parametrize(("worker_class", "preloaded"), [("jobs.worker.Worker", True), ("rq.Worker", False)])
+def test_our_rq_worker_forks_each_job_with_the_app_built_and_a_database_of_its_own(
+        app, app_config, redis_url, tmp_path, worker_class, preloaded):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from rq import Queue
+
+    db.session.add(Macro(name="m", body="b"))
+    db.session.commit()
+    (tmp_path / "helpdesk_probe.py").write_text(PROBE)
+    queue = Queue("helpdesk", connection=jobs.rq_queue(app.config.update(REDIS_URL=redis_url) or app).connection)
+    probes = [queue.enqueue("helpdesk_probe.probe") for _ in range(2)]
+    root = Path(jobs.__file__).resolve().parent.parent
+    env = dict(os.environ, DATABASE_URL=app_config["SQLALCHEMY_DATABASE_URI"], SECRET_KEY="test-secret",
+               CREDENTIALS_KEY=app_config["CREDENTIALS_KEY"], ATTACHMENT_FOLDER=str(tmp_path / "attachments"))
+    env.pop("S3_ENDPOINT", None)
+
+    worker = subprocess.run([str(Path(sys.executable).parent / "rq"), "worker", "--burst", "--url", redis_url,
+                             "--worker-class", worker_class, "--path", str(tmp_path), "--path", str(root),
+                             "helpdesk"], env=env, cwd=root, capture_output=True, text=True, timeout=120)
+
+    assert worker.returncode == 0, worker.stderr[-2000:]
+    found = [job.return_value() for job in probes]
+    assert all(job.get_status(refresh=True) == "finished" for job in probes), worker.stderr[-2000:]
+    assert len({f["pid"] for f in found}) == 2  # a work horse forked for each job
+    assert [(f["app_built"], f["helpdesk_imported"]) for f in found] == [(preloaded, preloaded)] * 2
+    assert [f["macros"] for f in found] == [1, 1]
