@@ -47,10 +47,9 @@ def worker_app() -> Flask:
 
         app = create_app()
         with app.app_context():
-            engine = db.engine
-        # A forked process must not use the pooled database connections of the one it was forked
-        # from: it drops its copies (leaving them open for their owner) and opens its own.
-        os.register_at_fork(after_in_child=lambda: engine.dispose(close=False))
+            # Processes forked from this one must not share its database connections: it keeps
+            # none in its pool (a worker only forks; its work horses connect on their own).
+            db.engine.dispose()
         _worker_app = app
     return _worker_app
 
