@@ -111,21 +111,20 @@ def test_our_rq_worker_forks_each_job_with_the_app_built_and_a_database_of_its_o
     import sys
     from pathlib import Path
 
-    from rq import Queue
-
     db.session.add(Macro(name="m", body="b"))
     db.session.commit()
     (tmp_path / "helpdesk_probe.py").write_text(PROBE)
-    queue = Queue("helpdesk", connection=jobs.rq_queue(app.config.update(REDIS_URL=redis_url) or app).connection)
-    probes = [queue.enqueue("helpdesk_probe.probe") for _ in range(2)]
+    app.config.update(REDIS_URL=redis_url)
+    probes = [jobs.rq_queue(app).enqueue("helpdesk_probe.probe") for _ in range(2)]
     root = Path(jobs.__file__).resolve().parent.parent
     env = dict(os.environ, DATABASE_URL=app_config["SQLALCHEMY_DATABASE_URI"], SECRET_KEY="test-secret",
                CREDENTIALS_KEY=app_config["CREDENTIALS_KEY"], ATTACHMENT_FOLDER=str(tmp_path / "attachments"))
     env.pop("S3_ENDPOINT", None)
 
+    # The timeout is not a speed limit: without a bound, a hang would stall the whole run.
     worker = subprocess.run([str(Path(sys.executable).parent / "rq"), "worker", "--burst", "--url", redis_url,
                              "--worker-class", worker_class, "--path", str(tmp_path), "--path", str(root),
-                             "helpdesk"], env=env, cwd=root, capture_output=True, text=True, timeout=120)
+                             jobs.QUEUE_NAME], env=env, cwd=root, capture_output=True, text=True, timeout=120)
 
     assert worker.returncode == 0, worker.stderr[-2000:]
     found = [job.return_value() for job in probes]
