@@ -1,11 +1,13 @@
 """Grouped commits: atomic each, durable together at the next durable commit (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 
-from helpdesk.extensions import db, durable_commit, group_commits
+from helpdesk.extensions import db, durable_commit, group_commits, one_connection
 from helpdesk.models import Contact
 from helpdesk.models._rows import insert_id, insert_row
 from helpdesk.services import lookups
@@ -123,6 +125,21 @@ def test_a_refused_row_fails_its_transaction_whole_and_the_session_goes_on(app):
     assert emails() == {"taken@example.com", "later@example.com"}
 
 
+@pytest.mark.parametrize("one", [False, True], ids=["pooled", "one connection"])
+def test_many_rows_of_one_transaction_are_written_all_or_none(app, one):
+    with one_connection() if one else contextlib.nullcontext(), group_commits():
+        for n in range(20):
+            insert_id(Contact, contact(f"c{n}@example.com"))
+        db.session.commit()
+        with pytest.raises(IntegrityError):
+            for n in range(20, 40):
+                insert_id(Contact, contact(f"c{n}@example.com"))
+            insert_id(Contact, contact("c3@example.com"))  # taken: the whole transaction fails
+            db.session.commit()
+        db.session.rollback()
+    assert emails() == {f"c{n}@example.com" for n in range(20)}
+
+
 def test_a_group_takes_no_more_ids_than_it_uses_at_first_and_keeps_none_for_later(app):
     with group_commits():
         first = insert_id(Contact, contact("first@example.com"))
@@ -171,3 +188,31 @@ def test_insert_row_gives_a_persistent_object_as_a_query_would_load_it(app) -> N
     db.session.commit()
     loaded = db.session.scalars(select(Ticket).where(Ticket.id == ticket.id)).one()
     assert (loaded.title, loaded.contact_id, loaded.customer_id) == ("Broken", contact.id, customer.id)
+
+
+@pytest.mark.postgresql
+@pytest.mark.parametrize("dropped_by", ["a rollback after the driver prepared its own", "DEALLOCATE ALL"])
+def test_a_polls_round_trips_go_on_when_the_session_drops_their_prepared_statements(app, dropped_by):
+    # psycopg drops every prepared statement of the session after a rollback once it prepared some of
+    # its own; a poll's round trips prepare theirs on the same connection.
+    def written(n: int) -> None:
+        insert_id(Contact, contact(f"c{n}@example.com"))
+        db.session.commit()
+
+    with one_connection(), group_commits():
+        for round_ in range(4):
+            for n in range(3 * round_, 3 * round_ + 3):
+                written(n)
+            if dropped_by == "DEALLOCATE ALL":
+                db.session.execute(text("DEALLOCATE ALL"))  # unseen by the round trips' own bookkeeping
+                db.session.commit()
+            else:
+                for _ in range(6):  # psycopg prepares a statement on its fifth run
+                    db.session.execute(text("SELECT count(*) FROM contacts")).scalar()
+                db.session.rollback()
+        written(12)
+        # Prepared afresh each time under the names given before, not new ones for ever.
+        ours = set(db.session.scalars(text("SELECT name FROM pg_prepared_statements WHERE name LIKE 'helpdesk%'")))
+        db.session.commit()
+    assert emails() == {f"c{n}@example.com" for n in range(13)}
+    assert ours and ours <= {"helpdesk_0", "helpdesk_1", "helpdesk_2"}, ours
