@@ -359,14 +359,35 @@ class _RoundTrip:
             self._forget(fresh)
             state.free = [name for name in state.free if name not in closed]
             state.stale.extend(closed)  # perhaps never sent: to be closed again
+            self._drain()
             raise
         finally:
             if pgconn.status == pq.ConnStatus.OK and pgconn.pipeline_status != pq.PipelineStatus.OFF:
                 pgconn.exit_pipeline_mode()
-        out = [self._outcome(result) for result, statement in zip(results, answers) if statement]
+        out, prepare = [], None
+        for result, statement in zip(results, answers):
+            if not statement:
+                prepare = result
+                continue
+            # A statement whose PREPARE failed was skipped: the PREPARE's error tells why.
+            failed_prepare = prepare is not None and prepare.status == pq.ExecStatus.FATAL_ERROR
+            out.append(self._outcome(prepare if failed_prepare else result))
+            prepare = None
         if any(isinstance(outcome, Exception) for outcome in out):
             self._forget(fresh)  # a failure skips the PREPAREs after it
         return out
+
+    def _drain(self) -> None:
+        """After a failure while sending, end the round trip so the connection can leave pipeline mode."""
+        from psycopg import pq
+
+        pgconn = self.pgconn
+        try:
+            if pgconn.status == pq.ConnStatus.OK and pgconn.pipeline_status != pq.PipelineStatus.OFF:
+                pgconn.pipeline_sync()
+                self._results()
+        except Exception:  # noqa: BLE001 - the first failure is the one to report
+            log.warning("could not end a failed round trip to PostgreSQL", exc_info=True)
 
     def _forget(self, fresh: list[bytes]) -> None:
         """Forget statements prepared in a round trip that failed: perhaps never prepared, or rolled back."""
@@ -377,6 +398,7 @@ class _RoundTrip:
 
     def _results(self) -> list:
         """Read the answers up to the Sync, waiting for the socket between them."""
+        import psycopg
         from psycopg import pq
 
         pgconn = self.pgconn
@@ -386,14 +408,19 @@ class _RoundTrip:
             poller.poll()
             poller.unregister(pgconn.socket)
         poller.register(pgconn.socket, select.POLLIN)
-        results = []
+        results, ended = [], False
         while True:
             while pgconn.is_busy():
                 poller.poll()
                 pgconn.consume_input()
             result = pgconn.get_result()
             if result is None:
-                continue  # the end of one statement's answer
+                if ended or pgconn.status != pq.ConnStatus.OK:  # two ends in a row: nothing more will come
+                    raise psycopg.OperationalError(
+                        f"the connection to PostgreSQL ended a round trip early: {pgconn.get_error_message()}")
+                ended = True  # the end of one statement's answer
+                continue
+            ended = False
             if result.status == pq.ExecStatus.PIPELINE_SYNC:
                 return results
             results.append(result)
@@ -411,8 +438,11 @@ class _RoundTrip:
             return errors.InFailedSqlTransaction("skipped: an earlier statement of the round trip failed")
         sqlstate = (result.error_field(pq.DiagnosticField.SQLSTATE) or b"").decode()
         message = result.error_message.decode(self.raw.info.encoding, "replace").strip()
-        return errors.lookup(sqlstate)(message, info=result, encoding=self.raw.info.encoding) if sqlstate \
-            else errors.DatabaseError(message)
+        try:
+            error_class = errors.lookup(sqlstate)
+        except KeyError:  # no SQLSTATE, or one psycopg does not know
+            error_class = errors.DatabaseError
+        return error_class(message, info=result, encoding=self.raw.info.encoding)
 
     def _dump(self, value: Any) -> bytes | None:
         from psycopg.adapt import PyFormat

@@ -216,3 +216,20 @@ def test_a_polls_round_trips_go_on_when_the_session_drops_their_prepared_stateme
         db.session.commit()
     assert emails() == {f"c{n}@example.com" for n in range(13)}
     assert ours and ours <= {"helpdesk_0", "helpdesk_1", "helpdesk_2"}, ours
+
+
+@pytest.mark.postgresql
+def test_a_statement_the_server_cannot_prepare_fails_with_its_own_error_and_the_next_round_trip_works(app):
+    from sqlalchemy.exc import ProgrammingError
+
+    from helpdesk import pipeline
+
+    with one_connection():
+        with pytest.raises(ProgrammingError, match="nosuchcolumn"):  # not "prepared statement does not exist"
+            pipeline.one_row(db.session.connection(), text("SELECT nosuchcolumn FROM contacts WHERE id = :id"),
+                             {"id": 1})
+        db.session.rollback()
+        counted = pipeline.one_row(db.session.connection(), text("SELECT count(*) FROM contacts WHERE id >= :id"),
+                                   {"id": 1})
+        db.session.rollback()
+    assert counted == (0,)
