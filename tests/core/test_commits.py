@@ -233,3 +233,25 @@ def test_a_statement_the_server_cannot_prepare_fails_with_its_own_error_and_the_
                                    {"id": 1})
         db.session.rollback()
     assert counted == (0,)
+
+
+@pytest.mark.postgresql
+def test_a_round_trip_on_a_connection_the_server_ended_fails_at_once(app):
+    from sqlalchemy.exc import DBAPIError
+
+    from helpdesk import pipeline
+
+    raised = []
+    with pytest.raises(DBAPIError):  # the poll's connection is gone: its last rollback fails too
+        with one_connection():
+            connection = db.session.connection()
+            backend = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+            with db.engine.connect() as other:
+                other.exec_driver_sql(f"SELECT pg_terminate_backend({int(backend)})")
+            try:
+                pipeline.one_row(connection, text("SELECT count(*) FROM contacts WHERE id >= :id"), {"id": 1})
+            except DBAPIError as error:  # an error, not a wait for answers that will never come
+                raised.append(error)
+    assert raised and "connection" in str(raised[0]).lower()
+    db.session.rollback()
+    assert db.session.scalar(select(db.func.count(Contact.id))) == 0  # the pool gives a working connection
