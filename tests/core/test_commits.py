@@ -5,8 +5,9 @@ import contextlib
 
 import pytest
 from sqlalchemy import select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, ProgrammingError
 
+from helpdesk import pipeline
 from helpdesk.extensions import db, durable_commit, group_commits, one_connection
 from helpdesk.models import Contact
 from helpdesk.models._rows import insert_id, insert_row
@@ -220,12 +221,8 @@ def test_a_polls_round_trips_go_on_when_the_session_drops_their_prepared_stateme
 
 @pytest.mark.postgresql
 def test_a_statement_the_server_cannot_prepare_fails_with_its_own_error_and_the_next_round_trip_works(app):
-    from sqlalchemy.exc import ProgrammingError
-
-    from helpdesk import pipeline
-
     with one_connection():
-        with pytest.raises(ProgrammingError, match="nosuchcolumn"):  # not "prepared statement does not exist"
+        with pytest.raises(ProgrammingError, match="nosuchcolumn"):  # the PREPARE's error, not "skipped"
             pipeline.one_row(db.session.connection(), text("SELECT nosuchcolumn FROM contacts WHERE id = :id"),
                              {"id": 1})
         db.session.rollback()
@@ -237,10 +234,6 @@ def test_a_statement_the_server_cannot_prepare_fails_with_its_own_error_and_the_
 
 @pytest.mark.postgresql
 def test_a_round_trip_on_a_connection_the_server_ended_fails_at_once(app):
-    from sqlalchemy.exc import DBAPIError
-
-    from helpdesk import pipeline
-
     raised = []
     with pytest.raises(DBAPIError):  # the poll's connection is gone: its last rollback fails too
         with one_connection():
