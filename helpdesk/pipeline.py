@@ -291,12 +291,10 @@ class _RoundTrip:
 
     def __init__(self, raw: Any, info: dict) -> None:
         """`info` lasts as long as the driver's connection (SQLAlchemy's pool entry): what it keeps is per connection."""
-        import psycopg
-
         self.raw = raw
         self.pgconn = raw.pgconn
-        self.state: _ConnectionState = info.setdefault(_STATE, _ConnectionState())
-        usable = raw.prepare_threshold is not None and psycopg.capabilities.has_send_close_prepared()
+        self.state: _ConnectionState = info.get(_STATE) or info.setdefault(_STATE, _ConnectionState())
+        usable = raw.prepare_threshold is not None and _can_close_prepared()
         self.prepared = self.state.names if usable else None
 
     def run(self, statements: list[tuple[str, dict]]) -> list:
@@ -518,3 +516,10 @@ def _pipeline_supported() -> bool:
     import psycopg
 
     return psycopg.Pipeline.is_supported()
+
+
+@cache
+def _can_close_prepared() -> bool:
+    import psycopg
+
+    return psycopg.capabilities.has_send_close_prepared()
