@@ -354,9 +354,11 @@ class _RoundTrip:
             pgconn.pipeline_sync()
             results = self._results()
         except BaseException:
-            self._forget(fresh)
+            self._forget(fresh)  # their names, closed here or not, are closed again
+            # The names closed here and not given out again: perhaps their Close was never sent.
+            unused = [name for name in state.free if name in closed]
             state.free = [name for name in state.free if name not in closed]
-            state.stale.extend(closed)  # perhaps never sent: to be closed again
+            state.stale.extend(unused)
             self._drain()
             raise
         finally:
