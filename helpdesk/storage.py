@@ -12,7 +12,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
@@ -96,8 +96,10 @@ class AttachmentStore(ABC):
     """Keep attachment bytes somewhere and hand them back by key."""
 
     @abstractmethod
-    def put(self, data: bytes | BinaryIO, *, content_type: str, size: int | None = None) -> StoredObject:
-        """Store `data` under a new key and return the key, size and SHA-256."""
+    def put(self, data: bytes | BinaryIO, *, content_type: str, size: int | None = None,
+            sha256: str | None = None) -> StoredObject:
+        """Store `data` under a new key and return the key, size and SHA-256 (`sha256`, the caller's of bytes
+        `data`, is not computed again)."""
 
     @abstractmethod
     def open(self, key: str) -> Iterator[bytes]:
@@ -211,29 +213,59 @@ class SharedPuts:
     def __init__(self, store: AttachmentStore) -> None:
         self._store = store
         self._lock = threading.Lock()  # puts run on several threads
-        self._objects: dict[tuple, Future] = {}
+        self._objects: dict[tuple, _Shared] = {}
+        self._files: dict[str, tuple] = {}  # an object's key -> the file it holds, as `_objects` names it
 
     def put(self, data: bytes, *, content_type: str, scope: object) -> StoredObject:
         """Store `data` unless an equal file of `scope` was stored (or is being stored) already; return its object."""
-        key = (scope, content_type, len(data), hashlib.sha256(data).digest())
+        digest = hashlib.sha256(data)
+        file = (scope, content_type, len(data), digest.digest())
         with self._lock:
-            future = self._objects.get(key)
-            mine = future is None
+            shared = self._objects.get(file)
+            mine = shared is None
             if mine:
-                future = self._objects[key] = Future()
+                shared = self._objects[file] = _Shared()
+            shared.puts += 1
         if not mine:
-            return future.result()  # raises the StorageError of a put that failed
+            return shared.stored.result()  # raises the StorageError of a put that failed
         try:
-            stored = self._store.put(data, content_type=content_type)
+            stored = self._store.put(data, content_type=content_type, sha256=digest.hexdigest())
         except BaseException as exc:
             with self._lock:
-                del self._objects[key]  # the next equal file tries again
-            future.set_exception(exc)
+                del self._objects[file]  # the next equal file tries again
+            shared.stored.set_exception(exc)
             raise
+        with self._lock:
+            self._files[stored.key] = file
         # Set before this thread looks up another file: two threads each waiting for the other's
         # file is then impossible.
-        future.set_result(stored)
+        shared.stored.set_result(stored)
         return stored
+
+    def give_back(self, stored: StoredObject) -> None:
+        """Undo one `put` that returned `stored`: the object is removed once no other put returned it.
+
+        For a mail whose other files could not be stored: the files it did store are then nobody's.
+        Raises StorageError when the removal fails.
+        """
+        with self._lock:
+            file = self._files.get(stored.key)
+            shared = self._objects.get(file) if file is not None else None
+            if shared is None:
+                return
+            shared.puts -= 1
+            if shared.puts:
+                return  # another mail has it too
+            del self._objects[file], self._files[stored.key]  # an equal file put later is stored afresh
+        self._store.delete(stored.key)
+
+
+@dataclass
+class _Shared:
+    """One file of `SharedPuts`: its object (once stored) and how many puts returned it or wait for it."""
+
+    stored: Future = field(default_factory=Future)
+    puts: int = 0
 
 
 class LocalStore(AttachmentStore):
@@ -248,7 +280,8 @@ class LocalStore(AttachmentStore):
             raise StorageError(f"Invalid attachment key {key!r}", kind="invalid_key")
         return path
 
-    def put(self, data: bytes | BinaryIO, *, content_type: str, size: int | None = None) -> StoredObject:
+    def put(self, data: bytes | BinaryIO, *, content_type: str, size: int | None = None,
+            sha256: str | None = None) -> StoredObject:
         # content_type is the caller's record to keep; a plain file has nowhere to hold it.
         key = new_key()
         path = self._path(key)
@@ -257,12 +290,14 @@ class LocalStore(AttachmentStore):
             fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
         except OSError as exc:
             raise StorageError(f"Cannot write attachments under {self.folder}: {exc}") from exc
-        digest, written = hashlib.sha256(), 0
+        in_memory = isinstance(data, (bytes, bytearray, memoryview))
+        digest, written = None if sha256 and in_memory else hashlib.sha256(), 0
         try:
             with os.fdopen(fd, "wb") as out:
-                source = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
+                source = io.BytesIO(data) if in_memory else data
                 while chunk := source.read(CHUNK_SIZE):
-                    digest.update(chunk)
+                    if digest is not None:
+                        digest.update(chunk)
                     out.write(chunk)
                     written += len(chunk)
                 out.flush()
@@ -276,7 +311,7 @@ class LocalStore(AttachmentStore):
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             raise
-        return StoredObject(key=key, size=written, sha256=digest.hexdigest())
+        return StoredObject(key=key, size=written, sha256=digest.hexdigest() if digest is not None else sha256)
 
     def open(self, key: str) -> Iterator[bytes]:
         path = self._path(key)
@@ -429,15 +464,18 @@ class S3Store(AttachmentStore):
                 pass
         return False
 
-    def put(self, data: bytes | BinaryIO, *, content_type: str, size: int | None = None) -> StoredObject:
+    def put(self, data: bytes | BinaryIO, *, content_type: str, size: int | None = None,
+            sha256: str | None = None) -> StoredObject:
         self.ready()
         key = new_key()
         if isinstance(data, (bytes, bytearray, memoryview)):
             data = bytes(data)
             _check_size(size, len(data))
-            reader = _HashingReader(io.BytesIO(data))
+            # A digest the caller has is not computed again: one pass over the bytes fewer.
+            reader = io.BytesIO(data) if sha256 else _HashingReader(io.BytesIO(data))
             length, part_size = len(data), 0
         else:
+            sha256 = None  # a stream is hashed as it is read
             reader = _HashingReader(data)
             # Unknown length: minio uploads PART_SIZE parts as they fill, so memory stays bounded.
             length, part_size = (size, 0) if size is not None else (-1, PART_SIZE)
@@ -453,6 +491,8 @@ class S3Store(AttachmentStore):
             raise self._error(exc) from exc
         except OSError as exc:  # minio raises IOError when the stream ends before `size`
             raise StorageError(f"Cannot upload attachment: {exc}", kind="size") from exc
+        if sha256:
+            return StoredObject(key=key, size=length, sha256=sha256)
         return StoredObject(key=key, size=reader.size, sha256=reader.digest.hexdigest())
 
     def open(self, key: str) -> Iterator[bytes]:

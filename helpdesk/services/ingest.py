@@ -142,14 +142,27 @@ def early_uploader() -> Callable[[ParsedMail, int], list[StoredObject] | None]:
         with opening:
             if not store:
                 store.append(SharedPuts(parent.fresh()))
+        stored: list[StoredObject] = []
         try:
-            return [store[0].put(data, content_type=content_type, scope=batch) for data, content_type in files]
+            for data, content_type in files:
+                stored.append(store[0].put(data, content_type=content_type, scope=batch))
+            return stored
         except StorageError:
-            # The poll stores them itself, and says what failed if it fails again. What was stored
-            # stays (another mail may have it); if no mail keeps it, it costs only space.
-            return None
+            return None  # the poll stores them itself, and says what failed if it fails again
+        finally:
+            if len(stored) < len(files):
+                _give_back(store[0], stored)
 
     return upload
+
+
+def _give_back(store: SharedPuts, stored: list[StoredObject]) -> None:
+    """Give back the files a helper stored for a mail whose other files failed: nobody's, unless another mail has them."""
+    for obj in stored:
+        try:
+            store.give_back(obj)
+        except StorageError:
+            log.warning("could not remove stored object %s", obj.key, exc_info=True)  # only space lost
 
 
 def reprocess(inbound_id: int) -> IngestResult:

@@ -1,12 +1,14 @@
 """Large polls: helper processes fetch and parse, files upload early, one send job per batch; nothing lost."""
 from __future__ import annotations
 
+import email
 import hashlib
 import multiprocessing
 import os
 import threading
 import time
 import uuid
+from email.policy import SMTP
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ from helpdesk.mail import prefetch
 from helpdesk.models import Attachment, Mailbox, OutboundMessage
 from helpdesk.services import inbound, mailboxes
 from helpdesk.services.attachments import attachment_store
-from helpdesk.storage import LocalStore
+from helpdesk.storage import LocalStore, StorageError
 
 SEEN = b"\\Seen"
 
@@ -180,6 +182,44 @@ def test_a_file_shared_with_a_mail_that_keeps_it_is_not_removed_with_a_duplicate
                                                            "Printer 2 is on fire"]
     assert stored_objects() == kept_before | {new_key}
     assert attachment_store().read(new_key) == logo
+
+
+def with_file(raw: bytes, data: bytes) -> bytes:
+    """Return the mail `raw` with `data` attached as one more file."""
+    mail = email.message_from_bytes(raw, policy=SMTP)
+    mail.add_attachment(data, maintype="application", subtype="octet-stream", filename="second.bin")
+    return mail.as_bytes(policy=SMTP)
+
+
+def test_a_helper_whose_upload_fails_part_way_leaves_no_file_that_no_mail_keeps(
+        large_poll, monkeypatch, make_mailbox, append, customer_mail, read_tickets):
+    mailbox = make_mailbox()
+    logo, own, refused = os.urandom(4_000), os.urandom(4_000), os.urandom(4_000)
+    # One helper takes mails 0, 2 and 4. In the first batch, mails 0 and 2 both carry the logo;
+    # mail 2 and mail 4 (the second batch) also carry a file the helper cannot store. The poll
+    # then stores those two mails' files itself.
+    append(customer_mail(0, attachment=logo), customer_mail(1), with_file(customer_mail(2, attachment=logo), refused),
+           customer_mail(3), with_file(customer_mail(4, attachment=own), refused))
+    poller = os.getpid()
+    store_class = type(attachment_store())  # a folder on the SQLite pass, S3 on the PostgreSQL one
+    real_put = store_class.put
+
+    def put(store, data, **kwargs):
+        if data == refused and os.getpid() != poller:
+            raise StorageError("The S3 server refused this file")
+        return real_put(store, data, **kwargs)
+
+    monkeypatch.setattr(store_class, "put", put)
+
+    report = inbound.poll_mailbox(mailbox.id)
+
+    assert report.ok and dict(report.outcomes) == {"created": 5}
+    tickets = read_tickets()
+    store = attachment_store()
+    assert [[store.read(a.storage_key) for a in t.attachments] for t in tickets] == [
+        [logo], [], [logo, refused], [], [own, refused]]
+    # The helper's copy of mail 4's own file is gone; the logo stays while mail 0 keeps it.
+    assert stored_objects() == set(attachment_keys(tickets))
 
 
 @pytest.fixture

@@ -426,3 +426,26 @@ def test_a_shared_put_that_failed_is_tried_again_by_the_next_equal_file(store, m
     stored = shared.put(b"logo", content_type="image/png", scope=0)
 
     assert store.read(stored.key) == b"logo"
+
+
+def test_a_shared_put_given_back_is_removed_only_when_no_other_put_has_it(store):
+    shared = SharedPuts(store)
+    logo = os.urandom(3_000)
+    first = shared.put(logo, content_type="image/png", scope=0)
+    second = shared.put(logo, content_type="image/png", scope=0)  # another mail of the batch
+
+    shared.give_back(first)
+    assert store.exists(first.key)  # the other mail has it
+
+    shared.give_back(second)
+    assert not store.exists(first.key)
+
+    again = shared.put(logo, content_type="image/png", scope=0)
+    assert again.key != first.key and store.read(again.key) == logo
+
+
+def test_a_shared_put_returns_the_hash_of_what_it_stored(store):
+    data = os.urandom(70_000)
+    stored = SharedPuts(store).put(data, content_type="application/pdf", scope=0)
+    assert (stored.size, stored.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+    assert store.read(stored.key) == data
