@@ -35,8 +35,10 @@ def on_ticket_created(ticket: Ticket, agent: Agent | None = None, notify: bool =
     """Confirm a new ticket to its contact, unless the mail that opened it was automatic (notify=False)."""
     if not notify or ticket.contact is None:
         return
-    # The confirmation answers the mail that opened the ticket; there is no later one yet.
-    threading = {"in_reply_to": ticket.message_id, "references": [ticket.message_id]} if ticket.message_id else {}
+    # The confirmation answers the mail that opened the ticket, if any: there is no later one yet,
+    # and no thread to look up.
+    threading = {"in_reply_to": ticket.message_id, "references": [ticket.message_id] if ticket.message_id else [],
+                 "find_thread": False}
     _notify_contact("new_ticket", ticket, agent, automatic=True, threading=threading)
 
 

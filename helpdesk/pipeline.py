@@ -33,7 +33,7 @@ from helpdesk import sqlite_direct
 
 log = logging.getLogger(__name__)
 
-_PENDING = "helpdesk_pending_inserts"  # Connection.info: [(sql, params)] not sent yet
+_PENDING = "helpdesk_pending_inserts"  # Connection.info: [(sql, params)] not sent yet (INSERTs, `later`)
 _AT_COMMIT = "helpdesk_at_commit"  # Connection.info: statements that go right before the COMMIT
 _OWN_BEGIN = "helpdesk_own_begin"  # Connection.info: set while `own_begin()` lasts
 _AFTER_COMMIT = "helpdesk_after_commit"  # Connection.info: (key, (sql, params)) to run right after the COMMIT
@@ -83,6 +83,15 @@ def insert(connection: Connection, table: Table, row: dict[str, Any], ids: Ids) 
     row = {**row, "id": ids.take(connection, table)}
     connection.info.setdefault(_PENDING, []).append((_insert_sql(connection, table, row), row))
     return row["id"]
+
+
+def later(connection: Connection, statement: Executable, params: dict[str, Any]) -> None:
+    """Run a statement whose result nobody reads (an UPDATE): on PostgreSQL queued with the INSERTs, elsewhere now."""
+    # Only the values in `params` are written: a column's `onupdate` default is not applied when queued.
+    if available(connection):
+        connection.info.setdefault(_PENDING, []).append(_query(connection, statement, params))
+    else:
+        connection.execute(statement, params)
 
 
 @contextmanager
@@ -256,7 +265,7 @@ def _send(conn: Connection, *, query: tuple[str, dict] | None = None, commit: bo
         results = _RoundTrip(raw, conn.connection.info).run(statements)
     except psycopg.Error as error:
         what = query[0] if query and not commit else (
-            f"{len(pending)} queued INSERT(s)" + (" and the COMMIT" if commit else ""))
+            f"{len(pending)} queued statement(s)" + (" and the COMMIT" if commit else ""))
         raise exc.DBAPIError.instance(what, query[1] if query and not commit else None, error,
                                       psycopg.Error) from error
     failed = next((n for n, result in enumerate(results) if isinstance(result, Exception)), None)

@@ -621,8 +621,9 @@ def _existing_ticket_id(ticket_id: int | None) -> int | None:
 # Writing the ticket or comment
 
 
+# Written with the ticket's other rows (`pipeline.later`): its updated_at stays the time it was opened.
 _SET_DESCRIPTION_HTML = update(Ticket).where(Ticket.id == bindparam("ticket")).values(
-    description_html=bindparam("html"))
+    description_html=bindparam("html"), updated_at=Ticket.updated_at)
 _CONTACT_BY_EMAIL = select(Contact).where(Contact.email == bindparam("email"))
 
 
@@ -672,7 +673,7 @@ def _open(mail: ParsedMail, decision: route.Decision, origin: _Origin, settings:
         # The inline images' URLs name their attachments, written after the ticket: a Core UPDATE,
         # and the object told the value is stored (an ORM flush of one attribute costs several times more).
         html = sanitise(_text(mail.html), cid_urls)
-        db.session.connection().execute(_SET_DESCRIPTION_HTML, {"ticket": ticket.id, "html": html})
+        pipeline.later(db.session.connection(), _SET_DESCRIPTION_HTML, {"ticket": ticket.id, "html": html})
         set_committed_value(ticket, "description_html", html)
     return ticket
 

@@ -81,7 +81,7 @@ def queue_mail(*, kind: str, to: Sequence[str], rendered: RenderedMail, ticket: 
                comment: Comment | None = None, automatic: bool = False, cc: Iterable[str] = (),
                attachments: Iterable[Attachment] = (), in_reply_to: str | None = None,
                references: Iterable[str] = (), from_address: str | None = None,
-               from_name: str | None = None) -> OutboundMessage | None:
+               from_name: str | None = None, find_thread: bool = True) -> OutboundMessage | None:
     """Write a mail to the outbox and ask for it to be sent after commit; None when a loop guard stops it."""
     recipients = [a.strip() for a in to if a and a.strip()]
     if not recipients:
@@ -99,7 +99,10 @@ def queue_mail(*, kind: str, to: Sequence[str], rendered: RenderedMail, ticket: 
     subject = rendered.subject
     if ticket is not None:
         subject = tokens.tag_subject(subject, ticket.number)
-        if in_reply_to is None and ticket.contact is not None and ticket.contact.email in _lowered(recipients):
+        # Put under the customer's latest mail, unless the caller's threading is the whole thread
+        # (`find_thread` False: a new ticket's confirmation, with no later mail to look for).
+        if (find_thread and in_reply_to is None and ticket.contact is not None
+                and ticket.contact.email in _lowered(recipients)):
             in_reply_to, references = _thread_with_customer(ticket, references)
     key = current_app.config["SECRET_KEY"].encode()
     now = utcnow()

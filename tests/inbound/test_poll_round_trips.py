@@ -1,9 +1,11 @@
 """A poll's round trips to PostgreSQL: one per mail, its BEGIN, rows, COMMIT and the next mail's query together."""
 from __future__ import annotations
 
+import email
 import os
 import re
 import tempfile
+from email.policy import SMTP
 
 import pytest
 from sqlalchemy import event, text
@@ -11,7 +13,7 @@ from sqlalchemy import event, text
 from helpdesk import pipeline
 from helpdesk.extensions import db, group_commits, one_connection
 from helpdesk.mail import prefetch
-from helpdesk.models import Contact, InboundMail
+from helpdesk.models import Contact, InboundMail, OutboundMessage
 from helpdesk.models._rows import insert_row
 from helpdesk.services import inbound
 
@@ -87,6 +89,19 @@ def round_trips(app):
     return run
 
 
+def without_message_id(raw: bytes) -> bytes:
+    mail = email.message_from_bytes(raw, policy=SMTP)
+    del mail["Message-ID"]
+    return mail.as_bytes(policy=SMTP)
+
+
+def with_inline_image(raw: bytes) -> bytes:
+    mail = email.message_from_bytes(raw, policy=SMTP)
+    mail.add_alternative('<p>It looks like this: <img src="cid:shot@customer.test"></p>', subtype="html")
+    mail.get_body(("html",)).add_related(b"\x89PNG\r\n\x1a\n not really", "image", "png", cid="<shot@customer.test>")
+    return mail.as_bytes(policy=SMTP)
+
+
 def _lookup(statement: str) -> bool:
     return statement.startswith("SELECT") and "inbound_mails.dedupe_key" in statement
 
@@ -95,12 +110,18 @@ def _lookup(statement: str) -> bool:
 def test_each_polled_mail_costs_one_round_trip_to_postgresql(parsed_by, make_mailbox, append, customer_mail,
                                                             round_trips, read_tickets):
     mailbox = make_mailbox()
-    append(*(customer_mail(n) for n in range(8)))
+    # Plain mails; mails without a Message-ID (their confirmation has no mail to thread under); mails
+    # whose HTML shows an inline image (their ticket's HTML is written after the image's row).
+    append(*(customer_mail(n) if n % 3 == 0 else without_message_id(customer_mail(n)) if n % 3 == 1
+             else with_inline_image(customer_mail(n)) for n in range(8)))
     reports = []
 
     trips = round_trips(lambda: reports.append(inbound.poll_mailbox(mailbox.id)))
 
-    assert reports[0].ok and reports[0].processed == 8 and len(read_tickets()) == 8
+    assert reports[0].ok and reports[0].processed == 8
+    tickets = read_tickets()
+    assert len(tickets) == 8 and "/attachments/" in tickets[2].description_html
+    assert db.session.scalar(db.select(db.func.count(OutboundMessage.id))) == 8  # each one confirmed
     commits = [n for n, trip in enumerate(trips) if any(s.startswith("INSERT INTO inbound_mails") for s in trip)]
     assert len(commits) == 8 and all("COMMIT" in trips[n] for n in commits)
     # Each COMMIT but the last brings back the next mail's query, so no mail asks it on its own...
