@@ -98,8 +98,7 @@ class AttachmentStore(ABC):
     @abstractmethod
     def put(self, data: bytes | BinaryIO, *, content_type: str, size: int | None = None,
             sha256: str | None = None) -> StoredObject:
-        """Store `data` under a new key and return the key, size and SHA-256 (`sha256`, the caller's of bytes
-        `data`, is not computed again)."""
+        """Store `data` under a new key; return the key, size and SHA-256 (the caller's `sha256` of bytes, if given)."""
 
     @abstractmethod
     def open(self, key: str) -> Iterator[bytes]:
@@ -243,11 +242,9 @@ class SharedPuts:
         return stored
 
     def give_back(self, stored: StoredObject) -> None:
-        """Undo one `put` that returned `stored`: the object is removed once no other put returned it.
-
-        For a mail whose other files could not be stored: the files it did store are then nobody's.
-        Raises StorageError when the removal fails.
-        """
+        """Undo one `put` that returned `stored`: once no other put has it, remove it (or raise StorageError)."""
+        # For a mail whose other files could not be stored: those it did store are nobody's, unless
+        # another mail of the scope has them too.
         with self._lock:
             file = self._files.get(stored.key)
             shared = self._objects.get(file) if file is not None else None

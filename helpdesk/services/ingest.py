@@ -157,7 +157,7 @@ def early_uploader() -> Callable[[ParsedMail, int], list[StoredObject] | None]:
 
 
 def _give_back(store: SharedPuts, stored: list[StoredObject]) -> None:
-    """Give back the files a helper stored for a mail whose other files failed: nobody's, unless another mail has them."""
+    """Give back what a helper stored for a mail whose other files failed (removed unless another mail has it)."""
     for obj in stored:
         try:
             store.give_back(obj)
