@@ -27,13 +27,7 @@ def insert_row(model: type[M], values: dict[str, Any], **related: Any) -> M:
     """
     row = _complete(model, values)
     row["id"] = _insert(model, row)
-    # Built as the ORM builds a loaded row: values straight into the instance's dict. The
-    # constructor would run an attribute event for each column, and mark every one changed.
-    if model not in _CONFIGURED:
-        configure_mappers()  # the constructor would have; a bare instance needs the attributes set up
-        _CONFIGURED.add(model)
-    obj = model.__mapper__.class_manager.new_instance()
-    obj.__dict__.update(row)
+    obj = _built(model, row)
     for name, value in related.items():
         set_committed_value(obj, name, value)
     make_transient_to_detached(obj)
@@ -42,6 +36,32 @@ def insert_row(model: type[M], values: dict[str, Any], **related: Any) -> M:
     if stale is not None:
         db.session.expunge(stale)
     db.session.add(obj)
+    return obj
+
+
+def loaded(model: type[M], row: dict[str, Any]) -> M:
+    """Return the persistent object of a row read elsewhere (its id and some of its columns), as a query would."""
+    obj = db.session.identity_map.get(inspect(model).identity_key_from_primary_key([row["id"]]))
+    if obj is None:
+        obj = _built(model, row)
+        make_transient_to_detached(obj)  # the columns not in `row` load when first used
+        db.session.add(obj)
+        return obj
+    state = inspect(obj)
+    for name, value in row.items():
+        if name in state.unloaded:  # expired at the last commit; a change not flushed yet stays
+            set_committed_value(obj, name, value)
+    return obj
+
+
+def _built(model: type[M], row: dict[str, Any]) -> M:
+    # Built as the ORM builds a loaded row: values straight into the instance's dict. The
+    # constructor would run an attribute event for each column, and mark every one changed.
+    if model not in _CONFIGURED:
+        configure_mappers()  # the constructor would have; a bare instance needs the attributes set up
+        _CONFIGURED.add(model)
+    obj = model.__mapper__.class_manager.new_instance()
+    obj.__dict__.update(row)
     return obj
 
 

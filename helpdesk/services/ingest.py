@@ -21,7 +21,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from flask import current_app
-from sqlalchemy import Select, bindparam, func, null, select, update
+from sqlalchemy import Select, bindparam, func, inspect, null, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -33,7 +33,7 @@ from helpdesk.mail.html import sanitise
 from helpdesk.mail.parse import ParsedAttachment, ParsedMail, parse
 from helpdesk.mail.trim import trim_reply
 from helpdesk.models import Comment, Contact, Customer, CustomerDomain, InboundMail, OutboundMessage, Ticket
-from helpdesk.models._rows import insert_id, insert_row
+from helpdesk.models._rows import insert_id, insert_row, loaded
 from helpdesk.models._time import utcnow
 from helpdesk.services import lookups, outbox
 from helpdesk.services.attachments import attachment_store, link_attachment
@@ -363,14 +363,19 @@ _EARLIER_ID = select(InboundMail.id).where(InboundMail.channel == bindparam("cha
 # The (sender, created_at) index answers it from the sender's own recent rows.
 _RECENT = select(func.count(InboundMail.id)).where(
     InboundMail.sender == bindparam("sender"), InboundMail.created_at >= bindparam("since")).scalar_subquery()
-_SENDER_CONTACT_ID = select(Contact.id).where(Contact.email == bindparam("sender")).scalar_subquery()
-_SENDER_DOMAIN_CUSTOMER_ID = select(CustomerDomain.customer_id).where(
-    CustomerDomain.domain == bindparam("sender_domain")).scalar_subquery()
+# The sender's contact and its customer, and the customer of the sender's domain: the columns the
+# mail's ticket uses, so that a known sender's objects need no query of their own.
+_CONTACT_COLUMNS = (Contact.id, Contact.name, Contact.customer_id)
+_CUSTOMER_COLUMNS = (Customer.id, Customer.name)
+_SENDER = (
+    *(select(column).where(Contact.email == bindparam("sender")).scalar_subquery() for column in _CONTACT_COLUMNS),
+    *(select(column).join(Contact, Contact.customer_id == Customer.id).where(Contact.email == bindparam("sender"))
+      .scalar_subquery() for column in _CUSTOMER_COLUMNS),
+    *(select(column).join(CustomerDomain, CustomerDomain.customer_id == Customer.id)
+      .where(CustomerDomain.domain == bindparam("sender_domain")).scalar_subquery() for column in _CUSTOMER_COLUMNS))
 # The confirmation's loop guard asks how many automatic mails the sender got lately: asked here too.
-_EARLIER_AND_RECENT = select(_EARLIER_ID, _RECENT, _SENDER_CONTACT_ID, _SENDER_DOMAIN_CUSTOMER_ID,
-                             outbox.RECENT_AUTOMATIC_TO)
-_EARLIER_ONLY = select(_EARLIER_ID, null(), _SENDER_CONTACT_ID, _SENDER_DOMAIN_CUSTOMER_ID,
-                       outbox.RECENT_AUTOMATIC_TO)
+_EARLIER_AND_RECENT = select(_EARLIER_ID, _RECENT, outbox.RECENT_AUTOMATIC_TO, *_SENDER)
+_EARLIER_ONLY = select(_EARLIER_ID, null(), outbox.RECENT_AUTOMATIC_TO, *_SENDER)
 _RECENT_ONLY = select(_RECENT)
 
 
@@ -383,13 +388,26 @@ def _earlier_and_recent(channel: str, key: str, mail: ParsedMail, settings: _Set
     """
     lookup, statement, params = _lookup(channel, key, mail, settings, loop_check)
     # A Core query costs a fraction of an ORM one; the previous mail's commit may have brought it back already.
-    earlier, count, contact_id, domain_customer_id, automatic = pipeline.one_row(
-        db.session.connection(), statement, params, key=lookup)
-    # The same round trip found the sender's contact and their domain's customer, if any, and what
-    # the confirmation's loop guard wants to know: none needs a query of its own.
-    lookups.transaction_scratch()["sender_contact"] = (params["sender"], contact_id, domain_customer_id)
+    earlier, count, automatic, *sender = pipeline.one_row(db.session.connection(), statement, params, key=lookup)
+    # The same round trip found the sender's contact and customer, if any, and what the
+    # confirmation's loop guard wants to know: none needs a query of its own.
+    lookups.transaction_scratch()["sender_contact"] = (params["sender"], *_sender_rows(params["sender"], sender))
     outbox.counted_recent_automatic(params["sender"], automatic)
     return (db.session.get(InboundMail, earlier) if earlier is not None else None), count
+
+
+def _sender_rows(address: str, values: list) -> tuple[dict | None, dict | None]:
+    """Return the columns of the sender's contact and of its customer (without a contact: its domain's), if any."""
+    contact = _row(_CONTACT_COLUMNS, values[:3])
+    if contact is not None:
+        return {**contact, "email": address}, _row(_CUSTOMER_COLUMNS, values[3:5])
+    if is_free_mail(address.rpartition("@")[2]):  # anyone can have a gmail.com address: never a customer by domain
+        return None, None
+    return None, _row(_CUSTOMER_COLUMNS, values[5:7])
+
+
+def _row(columns: tuple, values: list) -> dict | None:
+    return {column.key: value for column, value in zip(columns, values)} if values[0] is not None else None
 
 
 def _lookup(channel: str, key: str, mail: ParsedMail, settings: _Settings,
@@ -633,28 +651,40 @@ def _contact_for(mail: ParsedMail, settings: _Settings) -> tuple[Contact | None,
     if not address or "@" not in address or not _usable_key(address, _ADDRESS_MAX):
         return None, None
     known = lookups.transaction_scratch().get("sender_contact")
-    if known is not None and known[0] != address:
-        known = None
-    if known is not None:
-        contact = db.session.get(Contact, known[1]) if known[1] is not None else None
+    if known is not None and known[0] == address:
+        contact, customer = _known_sender(known[1], known[2])
     else:
         contact = db.session.scalars(_CONTACT_BY_EMAIL, {"email": address}).first()
+        customer = contact.customer if contact is not None else _domain_customer(address.rpartition("@")[2])
     if contact is not None:
         if not contact.name and mail.from_name:
             contact.name = _clip(_text(mail.from_name), _NAME_MAX)
-        return contact, contact.customer
-    domain = address.rpartition("@")[2]
-    customer = None
-    if not is_free_mail(domain):  # anyone can have a gmail.com address: never a customer by domain
-        customer_id = known[2] if known is not None else lookups.cached(
-            f"customer_domain:{domain}", lambda: db.session.connection().execute(
-                db.select(CustomerDomain.customer_id).where(CustomerDomain.domain == domain)).scalar())
-        customer = db.session.get(Customer, customer_id) if customer_id is not None else None
+        return contact, customer
     if customer is None and not settings.create_contacts:
         return None, None
     contact = insert_row(Contact, {"email": address.strip().lower(), "name": _clip(_text(mail.from_name), _NAME_MAX) or "",
                                    "customer_id": customer.id if customer else None})
     return contact, customer
+
+
+def _known_sender(contact_row: dict | None, customer_row: dict | None) -> tuple[Contact | None, Customer | None]:
+    """Return the sender's contact and customer from the lookup's rows, as the queries would."""
+    customer = loaded(Customer, customer_row) if customer_row is not None else None
+    if contact_row is None:
+        return None, customer
+    contact = loaded(Contact, contact_row)
+    if "customer" in inspect(contact).unloaded:
+        set_committed_value(contact, "customer", customer)
+    return contact, customer
+
+
+def _domain_customer(domain: str) -> Customer | None:
+    """Return the customer whose Customer Domain `domain` is, if any (never for a free-mail domain)."""
+    if is_free_mail(domain):
+        return None
+    customer_id = lookups.cached(f"customer_domain:{domain}", lambda: db.session.connection().execute(
+        db.select(CustomerDomain.customer_id).where(CustomerDomain.domain == domain)).scalar())
+    return db.session.get(Customer, customer_id) if customer_id is not None else None
 
 
 def _open(mail: ParsedMail, decision: route.Decision, origin: _Origin, settings: _Settings,

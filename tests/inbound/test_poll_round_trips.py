@@ -13,7 +13,7 @@ from sqlalchemy import event, text
 from helpdesk import pipeline
 from helpdesk.extensions import db, group_commits, one_connection
 from helpdesk.mail import prefetch
-from helpdesk.models import Contact, InboundMail, OutboundMessage
+from helpdesk.models import Contact, Customer, CustomerDomain, InboundMail, OutboundMessage
 from helpdesk.models._rows import insert_row
 from helpdesk.services import inbound
 
@@ -110,10 +110,15 @@ def _lookup(statement: str) -> bool:
 def test_each_polled_mail_costs_one_round_trip_to_postgresql(parsed_by, make_mailbox, append, customer_mail,
                                                             round_trips, read_tickets):
     mailbox = make_mailbox()
-    # Plain mails; mails without a Message-ID (their confirmation has no mail to thread under); mails
-    # whose HTML shows an inline image (their ticket's HTML is written after the image's row).
-    append(*(customer_mail(n) if n % 3 == 0 else without_message_id(customer_mail(n)) if n % 3 == 1
+    db.session.add(Contact(email="known@acme.test", name="Known", customer=Customer(name="Acme")))
+    db.session.commit()
+    # Plain mails, the last from a known contact of a customer; mails without a Message-ID (their
+    # confirmation has no mail to thread under); mails whose HTML shows an inline image (their
+    # ticket's HTML is written after the image's row).
+    append(*(customer_mail(n, sender="known@acme.test" if n == 6 else None) if n % 3 == 0
+             else without_message_id(customer_mail(n)) if n % 3 == 1
              else with_inline_image(customer_mail(n)) for n in range(8)))
+    db.session.expire_all()  # as a worker's poll finds them: nothing loaded yet
     reports = []
 
     trips = round_trips(lambda: reports.append(inbound.poll_mailbox(mailbox.id)))
@@ -121,6 +126,7 @@ def test_each_polled_mail_costs_one_round_trip_to_postgresql(parsed_by, make_mai
     assert reports[0].ok and reports[0].processed == 8
     tickets = read_tickets()
     assert len(tickets) == 8 and "/attachments/" in tickets[2].description_html
+    assert (tickets[6].contact.name, tickets[6].customer.name) == ("Known", "Acme")
     assert db.session.scalar(db.select(db.func.count(OutboundMessage.id))) == 8  # each one confirmed
     commits = [n for n, trip in enumerate(trips) if any(s.startswith("INSERT INTO inbound_mails") for s in trip)]
     assert len(commits) == 8 and all("COMMIT" in trips[n] for n in commits)
@@ -152,6 +158,37 @@ def test_each_mail_sees_what_the_mail_before_it_committed(parsed_by, make_mailbo
     contacts = db.session.scalars(db.select(Contact).where(Contact.email == "twice@example.org")).all()
     assert len(contacts) == 1
     assert [t.contact_id for t in read_tickets()][1:] == [contacts[0].id, contacts[0].id]
+
+
+def test_a_known_senders_contact_and_customer_come_with_the_query_each_mail_asks(make_mailbox, append, customer_mail,
+                                                                                 read_tickets):
+    acme, globex = Customer(name="Acme"), Customer(name="Globex")
+    db.session.add_all([Contact(email="jane@acme.test", name="", customer=acme), Contact(email="solo@example.org",
+                        name="Solo"), CustomerDomain(domain="globex.test", customer=globex)])
+    db.session.commit()
+    mailbox = make_mailbox()
+    append(customer_mail(1, sender="jane@acme.test"), customer_mail(2, sender="solo@example.org"),
+           customer_mail(3, sender="hank@globex.test"), customer_mail(4, sender="jane@acme.test"))
+    db.session.expire_all()  # as a worker's poll finds them: nothing loaded yet
+    asked = []
+
+    def record(_conn, _cursor, statement, *_args):
+        asked.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        report = inbound.poll_mailbox(mailbox.id)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+
+    assert report.ok and report.outcomes == {"created": 4}
+    # Neither the contacts nor their customers were read by queries of their own.
+    assert [statement for statement in asked if re.search(r"FROM (contacts|customers)\b", statement)] == []
+    assert [(t.contact.email, t.contact.name, t.customer.name if t.customer else None) for t in read_tickets()] == [
+        ("jane@acme.test", "Customer 1", "Acme"),  # a contact with no name takes the one the mail gives
+        ("solo@example.org", "Solo", None),
+        ("hank@globex.test", "Customer 3", "Globex"),  # a new contact, under its domain's customer
+        ("jane@acme.test", "Customer 1", "Acme")]
 
 
 @pytest.mark.postgresql
