@@ -7,6 +7,8 @@ import shutil
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -238,6 +240,29 @@ def make_ticket(app):
         return ticket
 
     return make
+
+
+@pytest.fixture
+def statements_asked(app):
+    """Return a context manager that lists the statements sent through SQLAlchemy's cursor while it lasts."""
+    # A poll's pipelined round trips (PostgreSQL) and direct INSERTs and lookups (SQLite) do not pass
+    # there: what it lists asked the database on its own.
+    from sqlalchemy import event
+
+    @contextmanager
+    def recording() -> Iterator[list[str]]:
+        asked: list[str] = []
+
+        def record(_connection, _cursor, statement, *_rest) -> None:
+            asked.append(statement)
+
+        event.listen(db.engine, "before_cursor_execute", record)
+        try:
+            yield asked
+        finally:
+            event.remove(db.engine, "before_cursor_execute", record)
+
+    return recording
 
 
 # --- browser tests: Debian Chromium driven by Playwright, against the app served on a free port ------

@@ -158,8 +158,8 @@ def test_a_group_takes_no_more_ids_than_it_uses_at_first_and_keeps_none_for_late
     assert last > many[-1]
 
 
-def test_insert_row_gives_a_persistent_object_as_a_query_would_load_it(app) -> None:
-    from sqlalchemy import event, inspect
+def test_insert_row_gives_a_persistent_object_as_a_query_would_load_it(app, statements_asked) -> None:
+    from sqlalchemy import inspect
 
     from helpdesk.models import Customer, Ticket
 
@@ -173,18 +173,10 @@ def test_insert_row_gives_a_persistent_object_as_a_query_would_load_it(app) -> N
                         contact=contact, customer=customer)
     state = inspect(ticket)
     assert state.persistent and not state.modified and ticket in db.session
-    queries = []
-
-    def record(_connection, _cursor, statement, *_rest) -> None:
-        queries.append(statement)
-
-    event.listen(db.engine, "before_cursor_execute", record)
-    try:
+    with statements_asked() as queries:
         # Columns and the relationships given are there without a query; defaults filled in.
         assert (ticket.title, ticket.status, ticket.contact, ticket.customer) == ("Broken", "new", contact, customer)
         assert ticket.created_at is not None and contact.customer is customer
-    finally:
-        event.remove(db.engine, "before_cursor_execute", record)
     assert not queries, queries
     db.session.commit()
     loaded = db.session.scalars(select(Ticket).where(Ticket.id == ticket.id)).one()

@@ -1,7 +1,7 @@
 """Objects of rows read elsewhere (`_rows.loaded`), as a query would return them."""
 from __future__ import annotations
 
-from sqlalchemy import event, inspect, select, update
+from sqlalchemy import inspect, select, update
 
 from helpdesk.extensions import db
 from helpdesk.models import Contact, Customer
@@ -15,7 +15,7 @@ def saved_contact() -> Contact:
     return contact
 
 
-def test_the_sessions_object_of_that_row_is_refreshed_with_what_was_read(app):
+def test_the_sessions_object_of_that_row_is_refreshed_with_what_was_read(app, statements_asked):
     contact = saved_contact()
     with db.engine.begin() as elsewhere:  # an agent renames her meanwhile
         elsewhere.execute(update(Contact).values(name="Jane Roe"))
@@ -25,16 +25,8 @@ def test_the_sessions_object_of_that_row_is_refreshed_with_what_was_read(app):
 
     same = loaded(Contact, {"id": identity, "name": "Jane Roe", "customer_id": customer_id})
 
-    asked = []
-
-    def record(_conn, _cursor, statement, *_args):
-        asked.append(statement)
-
-    event.listen(db.engine, "before_cursor_execute", record)
-    try:
+    with statements_asked() as asked:
         assert same is contact and (contact.id, contact.name, contact.customer_id) == (identity, "Jane Roe", customer_id)
-    finally:
-        event.remove(db.engine, "before_cursor_execute", record)
     assert asked == []  # what was read is not asked again
     assert (contact.email, contact.customer.name) == ("jane@acme.test", "Acme")  # the rest loads when used
 

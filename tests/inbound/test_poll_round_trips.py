@@ -161,7 +161,7 @@ def test_each_mail_sees_what_the_mail_before_it_committed(parsed_by, make_mailbo
 
 
 def test_a_known_senders_contact_and_customer_come_with_the_query_each_mail_asks(make_mailbox, append, customer_mail,
-                                                                                 read_tickets):
+                                                                                 read_tickets, statements_asked):
     acme, globex = Customer(name="Acme"), Customer(name="Globex")
     db.session.add_all([Contact(email="jane@acme.test", name="", customer=acme), Contact(email="solo@example.org",
                         name="Solo"), CustomerDomain(domain="globex.test", customer=globex)])
@@ -170,16 +170,9 @@ def test_a_known_senders_contact_and_customer_come_with_the_query_each_mail_asks
     append(customer_mail(1, sender="jane@acme.test"), customer_mail(2, sender="solo@example.org"),
            customer_mail(3, sender="hank@globex.test"), customer_mail(4, sender="jane@acme.test"))
     db.session.expire_all()  # as a worker's poll finds them: nothing loaded yet
-    asked = []
 
-    def record(_conn, _cursor, statement, *_args):
-        asked.append(statement)
-
-    event.listen(db.engine, "before_cursor_execute", record)
-    try:
+    with statements_asked() as asked:
         report = inbound.poll_mailbox(mailbox.id)
-    finally:
-        event.remove(db.engine, "before_cursor_execute", record)
 
     assert report.ok and report.outcomes == {"created": 4}
     # Neither the contacts nor their customers were read by queries of their own.

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import io
 
-from sqlalchemy import event
-
 from helpdesk.extensions import db
 from helpdesk.models import Contact, OutboundMessage, Ticket
 from helpdesk.services import tickets
@@ -27,19 +25,11 @@ def test_new_ticket_is_confirmed_to_the_contact(app, smtp, make_ticket):
     assert outbound("new_ticket")[0].status == "sent"
 
 
-def test_a_new_tickets_confirmation_looks_up_no_thread(app, smtp, make_ticket):
+def test_a_new_tickets_confirmation_looks_up_no_thread(app, smtp, make_ticket, statements_asked):
     # A ticket just opened has no mail of the customer's after the one that opened it (here none):
     # the confirmation's threading is known without asking the database.
-    statements = []
-
-    def record(_conn, _cursor, statement, *_args):
-        statements.append(statement)
-
-    event.listen(db.engine, "before_cursor_execute", record)
-    try:
+    with statements_asked() as statements:
         ticket = make_ticket(title="Called us", notify=True)
-    finally:
-        event.remove(db.engine, "before_cursor_execute", record)
 
     assert [s for s in statements if "FROM comments" in s] == []
     [received] = smtp.received
