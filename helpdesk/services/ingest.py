@@ -675,7 +675,7 @@ def _known_sender(contact_row: dict | None, customer_row: dict | None) -> tuple[
     contact = loaded(Contact, contact_row)
     if "customer" in inspect(contact).unloaded:
         set_committed_value(contact, "customer", customer)
-    return contact, customer
+    return contact, contact.customer  # the session's, should it have had the contact loaded already
 
 
 def _domain_customer(domain: str) -> Customer | None:
