@@ -398,12 +398,14 @@ def _earlier_and_recent(channel: str, key: str, mail: ParsedMail, settings: _Set
 
 def _sender_rows(address: str, values: list) -> tuple[dict | None, dict | None]:
     """Return the columns of the sender's contact and of its customer (without a contact: its domain's), if any."""
-    contact = _row(_CONTACT_COLUMNS, values[:3])
+    # In `_SENDER`'s order: the contact's columns, its customer's, then the domain's customer's.
+    contacts, customers = len(_CONTACT_COLUMNS), len(_CUSTOMER_COLUMNS)
+    contact = _row(_CONTACT_COLUMNS, values[:contacts])
     if contact is not None:
-        return {**contact, "email": address}, _row(_CUSTOMER_COLUMNS, values[3:5])
+        return {**contact, "email": address}, _row(_CUSTOMER_COLUMNS, values[contacts:contacts + customers])
     if is_free_mail(address.rpartition("@")[2]):  # anyone can have a gmail.com address: never a customer by domain
         return None, None
-    return None, _row(_CUSTOMER_COLUMNS, values[5:7])
+    return None, _row(_CUSTOMER_COLUMNS, values[contacts + customers:])
 
 
 def _row(columns: tuple, values: list) -> dict | None:
