@@ -240,3 +240,18 @@ def test_a_round_trip_on_a_connection_the_server_ended_fails_at_once(app):
     assert raised and "connection" in str(raised[0]).lower()
     db.session.rollback()
     assert db.session.scalar(select(db.func.count(Contact.id))) == 0  # the pool gives a working connection
+
+
+@pytest.mark.postgresql
+def test_a_round_trip_sends_numbers_and_text_as_the_driver_would_and_refuses_a_nul(app):
+    values = [0, -7, 2**62, "", "plain", "Grüße, 東京 ☃", "quote ' and \\ backslash"]
+    asked = text("SELECT CAST(CAST(:number AS numeric) AS text), CAST(:words AS text), octet_length(:words)")
+    with one_connection():
+        connection = db.session.connection()
+        for value in values:
+            number, words = (value, "x") if isinstance(value, int) else (1, value)
+            got = pipeline.one_row(connection, asked, {"number": number, "words": words})
+            assert got == (str(number), words, len(words.encode())), value
+        with pytest.raises(DBAPIError, match="NUL"):
+            pipeline.one_row(connection, asked, {"number": 1, "words": "a\x00b"})
+        db.session.rollback()
