@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import pickle
 import queue
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,7 +28,13 @@ WAIT = 5.0  # seconds between checks that the helper still lives
 # in units of mail size, so a run of large mails holds the helper back sooner than small ones.
 AHEAD_BYTES = 64 * 1024 * 1024
 AHEAD_UNIT = 256 * 1024
-UPLOAD_THREADS = 3  # per helper
+UPLOAD_THREADS = 3  # per helper, once its store is found slow
+# A mail's uploads are slow when they take longer than this, plus the time their bytes take at
+# SLOW_BYTES_PER_S; the store is slow when SLOW_OF of the last SLOW_OUT_OF mails' uploads were (one
+# slow upload is as likely the busy machine's doing: a helper waits its turn for a core).
+SLOW_UPLOAD = 0.020
+SLOW_BYTES_PER_S = 50 * 1024 * 1024
+SLOW_OF, SLOW_OUT_OF = 3, 5
 FIRST_BATCH = 5  # mails in a helper's first FETCH
 HELPER_NICENESS = 10
 Upload = Callable[[ParsedMail, int], "list[StoredObject] | None"]
@@ -154,12 +161,11 @@ def _produce(settings: ImapSettings, folder: str, uids: list[int], batches: list
              out: multiprocessing.Queue, ahead: multiprocessing.Semaphore, upload: Upload | None) -> None:
     """A helper: fetch, parse (and maybe store the files of) each of its mails, hand them over in order,
     "gone" for a mail no longer there (or what failed)."""
-    # Uploads wait on the store, parsing on the CPU: a few upload threads let the helper parse the
-    # next mails meanwhile. Mails are handed over in order, each once its files are stored.
+    # Mails are handed over in order, each once its files are stored (see _Uploads).
     # The caller writing the rows is what the poll waits for, and the helpers keep ahead of it
     # with time to spare: where the cores are busy, the caller (and the database) go first.
     os.nice(HELPER_NICENESS)
-    uploads = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="prefetch-upload") if upload else None
+    uploads = _Uploads(upload) if upload else None
     waiting: deque[tuple[int, bytes | None, bytes | None, Future | None]] = deque()
 
     def hand_over(all_of_them: bool) -> None:
@@ -187,7 +193,7 @@ def _produce(settings: ImapSettings, folder: str, uids: list[int], batches: list
                     try:
                         mail = parse(raw)
                         # Uploading here, not in the caller's threads, keeps them off its interpreter lock.
-                        stored = uploads.submit(upload, mail, batch_of[uid]) if uploads is not None else None
+                        stored = uploads.submit(mail, batch_of[uid]) if uploads is not None else None
                         parsed = pickle.dumps(mail, protocol=pickle.HIGHEST_PROTOCOL)
                     except Exception:  # noqa: BLE001 - the caller parses this one itself; no mail goes missing
                         parsed = None
@@ -201,9 +207,47 @@ def _produce(settings: ImapSettings, folder: str, uids: list[int], batches: list
         out.put(("error", f"{type(exc).__name__}: {exc}"))
     finally:
         if uploads is not None:
-            uploads.shutdown(wait=False)
+            uploads.shutdown()
         out.close()
         out.join_thread()  # everything put is in the pipe before the process ends
+
+
+class _Uploads:
+    """A helper's uploads: in its own thread while the store answers fast, on UPLOAD_THREADS threads once it does not.
+
+    Against a store nearby, handing each mail's upload to a thread cost the helpers more CPU than
+    the uploads did (0.1 s of their 0.75 s in a 500-mail poll: waking the thread, taking turns at the
+    interpreter lock). Against a slow one, waiting for each upload in turn would hold parsing back:
+    threads then let the helper parse the next mails meanwhile.
+    """
+
+    def __init__(self, upload: Upload) -> None:
+        self._upload = upload
+        self._threads: ThreadPoolExecutor | None = None
+        self._slow: deque[bool] = deque(maxlen=SLOW_OUT_OF)  # whether each of the last mails' uploads was
+
+    def submit(self, mail: ParsedMail, batch: int) -> Future:
+        """Store the mail's files, here or on a thread; the future holds what `upload` returned or raised."""
+        if self._threads is not None:
+            return self._threads.submit(self._upload, mail, batch)
+        future: Future = Future()
+        started = time.monotonic()
+        try:
+            future.set_result(self._upload(mail, batch))
+        except Exception as exc:  # noqa: BLE001 - kept for the caller, as a thread's future would keep it
+            future.set_exception(exc)
+        if future.exception() is None and future.result() is None:
+            return future  # nothing went to the store: nothing to learn about it
+        allowed = SLOW_UPLOAD + sum(part.size for part in mail.attachments) / SLOW_BYTES_PER_S
+        self._slow.append(time.monotonic() - started > allowed)
+        if sum(self._slow) >= SLOW_OF:
+            self._threads = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="prefetch-upload")
+        return future
+
+    def shutdown(self) -> None:
+        """Let the threads end once their uploads are done, without waiting for them."""
+        if self._threads is not None:
+            self._threads.shutdown(wait=False)
 
 
 def _stored(future: Future | None) -> list[StoredObject] | None:

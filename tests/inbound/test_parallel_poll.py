@@ -18,7 +18,7 @@ from helpdesk.mail import prefetch
 from helpdesk.models import Attachment, Mailbox, OutboundMessage
 from helpdesk.services import inbound, mailboxes
 from helpdesk.services.attachments import attachment_store
-from helpdesk.storage import LocalStore, StorageError
+from helpdesk.storage import LocalStore, StorageError, StoredObject
 
 SEEN = b"\\Seen"
 
@@ -304,6 +304,30 @@ def test_stopping_the_helpers_mid_hand_over_returns_and_leaves_no_helper(make_ma
     assert first.uid == uids[0]
     assert not closing.is_alive(), "close() hung on half a message left in the pipe"
     assert multiprocessing.active_children() == []
+
+
+def test_a_helper_stores_files_itself_until_its_store_is_slow_then_on_threads(monkeypatch, make_mailbox, append,
+                                                                             customer_mail):
+    monkeypatch.setattr(prefetch, "SLOW_UPLOAD", 0.3)
+    mailbox = make_mailbox()
+    uids = append(*(customer_mail(n, attachment=os.urandom(100)) for n in range(8)))
+    slow = {"Printer 1 ", "Printer 3 ", "Printer 4 "}  # the third slow one of five finds the store slow
+
+    def upload(mail, batch):
+        if mail.subject[:10] in slow:
+            time.sleep(0.5)
+        return [StoredObject(key=threading.current_thread().name, size=100, sha256="0" * 64)]
+
+    helper = prefetch.Prefetcher(mailboxes.imap_settings(mailbox), mailbox.folder, uids, batch=8, helpers=1,
+                                 upload=upload)
+    try:
+        stored_on = [(item.uid, item.stored[0].key) for item in helper]
+    finally:
+        helper.close()
+
+    assert [uid for uid, _ in stored_on] == uids  # in order, each with its files
+    assert [thread for _, thread in stored_on[:5]] == ["MainThread"] * 5, stored_on
+    assert all(thread.startswith("prefetch-upload") for _, thread in stored_on[5:]), stored_on
 
 
 def test_helpers_share_the_mails_one_by_one_and_skip_those_expunged_meanwhile(make_mailbox, append, customer_mail):
