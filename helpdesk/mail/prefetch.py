@@ -28,7 +28,7 @@ WAIT = 5.0  # seconds between checks that the helper still lives
 # in units of mail size, so a run of large mails holds the helper back sooner than small ones.
 AHEAD_BYTES = 64 * 1024 * 1024
 AHEAD_UNIT = 256 * 1024
-UPLOAD_THREADS = 3  # per helper, once its store is found slow
+UPLOAD_THREADS = 3  # per helper, for uploads while the caller waits for it or once its store is found slow
 # A mail's uploads are slow when they take longer than this, plus the time their bytes take at
 # SLOW_BYTES_PER_S; the store is slow when SLOW_OF of the last SLOW_OUT_OF mails' uploads were (one
 # slow upload is as likely the busy machine's doing: a helper waits its turn for a core).
@@ -165,7 +165,7 @@ def _produce(settings: ImapSettings, folder: str, uids: list[int], batches: list
     # The caller writing the rows is what the poll waits for, and the helpers keep ahead of it
     # with time to spare: where the cores are busy, the caller (and the database) go first.
     os.nice(HELPER_NICENESS)
-    uploads = _Uploads(upload) if upload else None
+    uploads = _Uploads(upload, ahead) if upload else None
     waiting: deque[tuple[int, bytes | None, bytes | None, Future | None]] = deque()
 
     def hand_over(all_of_them: bool) -> None:
@@ -213,22 +213,27 @@ def _produce(settings: ImapSettings, folder: str, uids: list[int], batches: list
 
 
 class _Uploads:
-    """A helper's uploads: in its own thread while the store answers fast, on UPLOAD_THREADS threads once it does not.
+    """A helper's uploads: in its own thread while the caller has mails of this helper to take, else on threads.
 
-    Against a store nearby, handing each mail's upload to a thread cost the helpers more CPU than
-    the uploads did (0.1 s of their 0.75 s in a 500-mail poll: waking the thread, taking turns at the
-    interpreter lock). Against a slow one, waiting for each upload in turn would hold parsing back:
-    threads then let the helper parse the next mails meanwhile.
+    Handing a mail's upload to a thread costs the helper more CPU than the upload itself against a
+    store nearby (waking the thread, taking turns at the interpreter lock). That is worth it only
+    where the wait matters: while the caller waits for this helper's next mail, or once the store
+    is found slow (SLOW_OF of the last SLOW_OUT_OF mails' uploads done here were), threads let the
+    helper parse the next mails while uploads wait for the store.
     """
 
-    def __init__(self, upload: Upload) -> None:
+    def __init__(self, upload: Upload, ahead: multiprocessing.Semaphore) -> None:
         self._upload = upload
+        self._ahead = ahead
         self._threads: ThreadPoolExecutor | None = None
-        self._slow: deque[bool] = deque(maxlen=SLOW_OUT_OF)  # whether each of the last mails' uploads was
+        self._slow: deque[bool] = deque(maxlen=SLOW_OUT_OF)  # whether each of the last uploads here was
+        self._slow_store = False
 
     def submit(self, mail: ParsedMail, batch: int) -> Future:
         """Store the mail's files, here or on a thread; the future holds what `upload` returned or raised."""
-        if self._threads is not None:
+        if self._slow_store or not self._caller_busy():
+            if self._threads is None:
+                self._threads = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="prefetch-upload")
             return self._threads.submit(self._upload, mail, batch)
         future: Future = Future()
         started = time.monotonic()
@@ -240,9 +245,15 @@ class _Uploads:
             return future  # nothing went to the store: nothing to learn about it
         allowed = SLOW_UPLOAD + sum(part.size for part in mail.attachments) / SLOW_BYTES_PER_S
         self._slow.append(time.monotonic() - started > allowed)
-        if sum(self._slow) >= SLOW_OF:
-            self._threads = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="prefetch-upload")
+        self._slow_store = sum(self._slow) >= SLOW_OF
         return future
+
+    def _caller_busy(self) -> bool:
+        """Tell whether mails this helper handed over wait for the caller (at least two units of AHEAD_BYTES)."""
+        try:
+            return AHEAD_BYTES // AHEAD_UNIT - self._ahead.get_value() >= 2
+        except NotImplementedError:  # macOS cannot count a semaphore: threads, as everywhere before
+            return False
 
     def shutdown(self) -> None:
         """Let the threads end once their uploads are done, without waiting for them."""

@@ -306,28 +306,31 @@ def test_stopping_the_helpers_mid_hand_over_returns_and_leaves_no_helper(make_ma
     assert multiprocessing.active_children() == []
 
 
-def test_a_helper_stores_files_itself_until_its_store_is_slow_then_on_threads(monkeypatch, make_mailbox, append,
-                                                                             customer_mail):
+def test_a_helper_stores_files_itself_while_the_poll_has_its_mails_to_take_and_its_store_is_fast(
+        monkeypatch, make_mailbox, append, customer_mail):
     monkeypatch.setattr(prefetch, "SLOW_UPLOAD", 0.3)
     mailbox = make_mailbox()
-    uids = append(*(customer_mail(n, attachment=os.urandom(100)) for n in range(8)))
-    slow = {"Printer 1 ", "Printer 3 ", "Printer 4 "}  # the third slow one of five finds the store slow
+    uids = append(*(customer_mail(n, attachment=os.urandom(100)) for n in range(12)))
+    slow = {"Printer 6 ", "Printer 7 ", "Printer 8 "}  # three slow ones of the last five find the store slow
 
     def upload(mail, batch):
         if mail.subject[:10] in slow:
             time.sleep(0.5)
         return [StoredObject(key=threading.current_thread().name, size=100, sha256="0" * 64)]
 
-    helper = prefetch.Prefetcher(mailboxes.imap_settings(mailbox), mailbox.folder, uids, batch=8, helpers=1,
+    helper = prefetch.Prefetcher(mailboxes.imap_settings(mailbox), mailbox.folder, uids, batch=12, helpers=1,
                                  upload=upload)
     try:
+        wait_for_handed_over(helper, 12)  # the poll takes nothing meanwhile: from the fifth on, mails wait for it
         stored_on = [(item.uid, item.stored[0].key) for item in helper]
     finally:
         helper.close()
 
     assert [uid for uid, _ in stored_on] == uids  # in order, each with its files
-    assert [thread for _, thread in stored_on[:5]] == ["MainThread"] * 5, stored_on
-    assert all(thread.startswith("prefetch-upload") for _, thread in stored_on[5:]), stored_on
+    threads = [thread for _, thread in stored_on]
+    assert threads[0].startswith("prefetch-upload"), threads  # the poll was waiting for this one
+    assert threads[5:9] == ["MainThread"] * 4, threads
+    assert all(thread.startswith("prefetch-upload") for thread in threads[9:]), threads  # the store is slow now
 
 
 def test_helpers_share_the_mails_one_by_one_and_skip_those_expunged_meanwhile(make_mailbox, append, customer_mail):
