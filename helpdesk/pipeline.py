@@ -468,12 +468,10 @@ class _RoundTrip:
             return b"%d" % value
         if kind is str and self.state.utf8 and "\x00" not in value:
             return value.encode()
-        dumper = self.state.dumpers.get(type(value))
+        dumper = self.state.dumpers.get(kind)
         if dumper is None:
-            dumper = self.raw.adapters.get_dumper(type(value), PyFormat.TEXT)(type(value), self.raw)
-            dumper = dumper.upgrade(value, PyFormat.TEXT)
-            if type(value) is not int:  # an int's dumper depends on its size; its text does not
-                self.state.dumpers[type(value)] = dumper
+            dumper = self.raw.adapters.get_dumper(kind, PyFormat.TEXT)(kind, self.raw)
+            dumper = self.state.dumpers[kind] = dumper.upgrade(value, PyFormat.TEXT)
         return dumper.dump(value)
 
     def _loader(self, oid: int) -> Any:

@@ -226,12 +226,12 @@ class _Uploads:
         self._upload = upload
         self._ahead = ahead
         self._threads: ThreadPoolExecutor | None = None
-        self._slow: deque[bool] = deque(maxlen=SLOW_OUT_OF)  # whether each of the last uploads here was
-        self._slow_store = False
+        self._slow: deque[bool] = deque(maxlen=SLOW_OUT_OF)  # whether each of the last uploads here was slow
 
     def submit(self, mail: ParsedMail, batch: int) -> Future:
         """Store the mail's files, here or on a thread; the future holds what `upload` returned or raised."""
-        if self._slow_store or not self._caller_busy():
+        # Once the store is slow, no upload is done here again: the verdict stands for the poll.
+        if sum(self._slow) >= SLOW_OF or not self._caller_busy():
             if self._threads is None:
                 self._threads = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="prefetch-upload")
             return self._threads.submit(self._upload, mail, batch)
@@ -245,7 +245,6 @@ class _Uploads:
             return future  # nothing went to the store: nothing to learn about it
         allowed = SLOW_UPLOAD + sum(part.size for part in mail.attachments) / SLOW_BYTES_PER_S
         self._slow.append(time.monotonic() - started > allowed)
-        self._slow_store = sum(self._slow) >= SLOW_OF
         return future
 
     def _caller_busy(self) -> bool:

@@ -321,7 +321,7 @@ def test_a_helper_stores_files_itself_while_the_poll_has_its_mails_to_take_and_i
     helper = prefetch.Prefetcher(mailboxes.imap_settings(mailbox), mailbox.folder, uids, batch=12, helpers=1,
                                  upload=upload)
     try:
-        wait_for_handed_over(helper, 12)  # the poll takes nothing meanwhile: from the fifth on, mails wait for it
+        wait_for_handed_over(helper, 12)  # the poll takes nothing meanwhile: from the sixth on, two wait for it
         stored_on = [(item.uid, item.stored[0].key) for item in helper]
     finally:
         helper.close()
