@@ -128,15 +128,15 @@ def serve(host: str, port: int) -> None:
     """Serve the console; without REDIS_URL, run the background jobs in this process too."""
     from flask import current_app
 
-    from helpdesk.services.inbound import start_watchers
+    from helpdesk.services.watch import start_watch
 
     app = current_app._get_current_object()
     if not app.config["REDIS_URL"]:
         from jobs import runner
 
         runner(app).start_recurring()
-        watchers = start_watchers(app, threading.Event())
-        click.echo(f"Background jobs: in-process (no REDIS_URL); IMAP IDLE on {len(watchers)} mailbox(es).")
+        start_watch(app, threading.Event())
+        click.echo("Background jobs: in-process (no REDIS_URL); IMAP IDLE on every enabled mailbox.")
     else:
         click.echo("Background jobs: RQ on REDIS_URL — run `rq worker` and `rq cron jobs/cron.py`.")
     from werkzeug.serving import run_simple
@@ -179,14 +179,13 @@ def watch_mailboxes() -> None:
     """Wait on every enabled mailbox with IMAP IDLE and poll as soon as mail arrives (runs until stopped)."""
     from flask import current_app
 
-    from helpdesk.services.inbound import start_watchers
+    from helpdesk.services.watch import RESCAN_SECONDS, Watch
 
     stop = threading.Event()
-    threads = start_watchers(current_app._get_current_object(), stop)
-    click.echo(f"Watching {len(threads)} mailbox(es) with IMAP IDLE; Ctrl+C stops.")
+    watch = Watch(current_app._get_current_object(), stop)
+    click.echo(f"Watching every enabled mailbox with IMAP IDLE (settings re-read every {RESCAN_SECONDS:.0f} s); "
+               "Ctrl+C stops.")
     try:
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(1)
+        watch.run()
     except KeyboardInterrupt:
         stop.set()

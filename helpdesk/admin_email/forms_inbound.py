@@ -4,6 +4,7 @@ from wtforms import BooleanField, IntegerField, PasswordField, RadioField, Selec
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, ValidationError
 
+from helpdesk.admin_email.forms_oauth import OAuthFields
 from helpdesk.services.mailboxes import MailboxValues
 from helpdesk.validators import HostName, MailAddress
 
@@ -18,7 +19,7 @@ def _strip(value: str | None) -> str | None:
     return value.strip() if isinstance(value, str) else value
 
 
-class InboundForm(FlaskForm):
+class InboundForm(OAuthFields, FlaskForm):
     name = StringField("Name", filters=[_strip], default="Support",
                        validators=[DataRequired(message="Give the mailbox a name, e.g. Support."), Length(max=200)])
     host = StringField("Host", filters=[_strip], validators=[HostName(), Length(max=253)])
@@ -41,20 +42,24 @@ class InboundForm(FlaskForm):
                                      validators=[Optional(), MailAddress(), Length(max=254)])
     verify_tls = BooleanField("Verify TLS certificate", default=True)
 
-    def __init__(self, *args, has_password: bool = False, **kwargs):
+    def __init__(self, *args, has_password: bool = False, secret_for_client: str = "", **kwargs):
         super().__init__(*args, **kwargs)
         self.has_password = has_password
+        self.secret_for_client = secret_for_client
 
     def validate_host(self, field):
         if self.enabled.data and not field.data:
             raise ValidationError("Enter the IMAP server's host name to enable polling.")
 
     def validate_username(self, field):
-        if self.enabled.data and not field.data:
-            raise ValidationError("Enter the user name to enable polling.")
+        # With delegated OAuth the login is the connected account; app-only needs the mailbox named.
+        needed = not self.uses_oauth or self.oauth_flow.data == "client_credentials"
+        if (self.enabled.data or self.connect.data) and needed and not field.data:
+            raise ValidationError("Enter the user name (the mailbox address) to enable polling." if not self.uses_oauth
+                                  else "Enter the mailbox address the app signs in to.")
 
     def validate_password(self, field):
-        if self.enabled.data and not field.data and not self.has_password:
+        if self.enabled.data and not self.uses_oauth and not field.data and not self.has_password:
             raise ValidationError("Enter the password to enable polling.")
 
     def validate_move_to_folder(self, field):

@@ -4,6 +4,7 @@ from wtforms import BooleanField, EmailField, IntegerField, PasswordField, Selec
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, ValidationError
 
+from helpdesk.admin_email.forms_oauth import OAuthFields
 from helpdesk.validators import HostName, MailAddress
 
 SECURITY_CHOICES = [SelectChoice("starttls", "STARTTLS"), SelectChoice("ssl", "SSL/TLS"),
@@ -14,7 +15,7 @@ def _strip(value: str | None) -> str | None:
     return value.strip() if isinstance(value, str) else value
 
 
-class OutboundForm(FlaskForm):
+class OutboundForm(OAuthFields, FlaskForm):
     host = StringField("Host", filters=[_strip], validators=[
         DataRequired(message="Enter the SMTP server's host name, e.g. smtp.example.com."),
         Length(max=253), HostName()])
@@ -34,6 +35,14 @@ class OutboundForm(FlaskForm):
         InputRequired(message="Enter how many seconds to wait for the server."),
         NumberRange(min=1, max=60, message="The timeout must be from 1 to 60 seconds.")])
     test_to = EmailField("Send test to", filters=[_strip], validators=[Optional(), Length(max=254), MailAddress()])
+
+    def __init__(self, *args, secret_for_client: str = "", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.secret_for_client = secret_for_client
+
+    def validate_username(self, field):
+        if self.uses_oauth and self.oauth_flow.data == "client_credentials" and not field.data:
+            raise ValidationError("Enter the mailbox address the app sends as.")
 
     def validate_clear_password(self, field):
         if field.data and self.password.data:

@@ -4,8 +4,10 @@ from __future__ import annotations
 from flask import Response, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
+from helpdesk.admin_email import oauth
 from helpdesk.admin_email.blueprint import bp
 from helpdesk.admin_email.forms_inbound import InboundForm
+from helpdesk.admin_email.forms_oauth import oauth_initial
 from helpdesk.extensions import db
 from helpdesk.mail import imap
 from helpdesk.mail.diagnosis import Diagnosis
@@ -13,7 +15,7 @@ from helpdesk.mail.secrets import CredentialError
 from helpdesk.models import InboundMail, Mailbox, Ticket
 from helpdesk.models._time import utcnow
 from helpdesk.models.mail import INBOUND_OUTCOMES
-from helpdesk.services import mailboxes
+from helpdesk.services import mailboxes, sign_in
 from helpdesk.web import admin_required, render_htmx
 
 PAGE = "admin_email/inbound.html"
@@ -38,9 +40,12 @@ def inbound_edit(mailbox_id: int | None = None):
     elif form.validate_on_submit():
         had_password = bool(mailbox and mailbox.password_encrypted)
         mailbox = mailboxes.save_mailbox(mailbox, form.values(), form.password.data or "", current_user)
+        sign_in.save_oauth(mailbox, form.auth_method.data, form.oauth_values(), form.oauth_client_secret.data or "")
         db.session.commit()
+        if form.connect.data:
+            return oauth.start(mailbox)
         flash(f"Mailbox “{mailbox.name}” saved.", "success")
-        if had_password and not mailbox.password_encrypted:
+        if had_password and not mailbox.password_encrypted and not form.uses_oauth:
             flash("The stored password was for another server or username and was removed: enter the "
                   "password for this one.", "warning")
         return redirect(url_for("admin_email.inbound_edit", mailbox_id=mailbox.id))
@@ -175,13 +180,17 @@ def _mailbox(mailbox_id: int | None) -> Mailbox | None:
 
 def _form(mailbox: Mailbox | None) -> InboundForm:
     has_password = bool(mailbox and mailbox.password_encrypted)
-    return InboundForm(obj=mailboxes.mailbox_values(mailbox) if mailbox else None, has_password=has_password)
+    return InboundForm(obj=mailboxes.mailbox_values(mailbox) if mailbox else None, has_password=has_password,
+                       secret_for_client=sign_in.secret_for_client(mailbox),
+                       **oauth_initial(mailbox.auth_method if mailbox else "password", sign_in.oauth_values(mailbox)))
 
 
 def _page(mailbox: Mailbox | None, form: InboundForm | None, **extra) -> dict:
     """Return what the page and its partials show; `extra` fills in a test or folder result."""
     page = dict(mailbox=mailbox, form=form, mailboxes=mailboxes.list_mailboxes(), presets=imap.PROVIDER_PRESETS,
-                test_result=None, folders=None, folders_result=None, poll_started=False, now=utcnow())
+                test_result=None, folders=None, folders_result=None, poll_started=False, now=utcnow(),
+                owner=mailbox, owner_key=sign_in.owner_key(mailbox) if mailbox else "",
+                redirect_uri=sign_in.redirect_uri(), use="imap")
     page.update(extra)
     return page
 
@@ -190,9 +199,10 @@ def _apply_preset(form: InboundForm, key: str) -> None:
     """Fill a provider's server settings into the form, without saving."""
     preset = imap.PROVIDER_PRESETS[key]
     form.host.data, form.port.data, form.security.data = preset["host"], preset["port"], preset["security"]
+    form.auth_method.data, form.oauth_provider.data = "oauth2", preset["oauth_provider"]
     form.host.raw_data = form.port.raw_data = None
     note = str(preset["note"]).rstrip(".")
-    flash(f"{preset['label']} settings filled in: {note}. Enter the username and password, then Save.", "info")
+    flash(f"{preset['label']} settings filled in, with OAuth 2.0 sign-in: {note}.", "info")
 
 
 def _connect(mailbox: Mailbox | None, form: InboundForm, attempt) -> Diagnosis:
@@ -201,6 +211,8 @@ def _connect(mailbox: Mailbox | None, form: InboundForm, attempt) -> Diagnosis:
     if errors:
         return Diagnosis(ok=False, summary="Fix the settings first: " + " ".join(errors), kind="config")
     values = form.values()
+    if form.uses_oauth:
+        return _connect_oauth(mailbox, values, attempt)
     try:
         password = mailboxes.password_for_test(mailbox, values, form.password.data or "")
     except CredentialError as exc:
@@ -214,6 +226,20 @@ def _connect(mailbox: Mailbox | None, form: InboundForm, attempt) -> Diagnosis:
     except imap.ImapError as exc:
         return Diagnosis(ok=False, summary=_hide(exc.diagnosis, password), detail=_hide(exc.server_reply, password),
                          kind=exc.kind)
+
+
+def _connect_oauth(mailbox: Mailbox | None, values: mailboxes.MailboxValues, attempt) -> Diagnosis:
+    """Run `attempt(settings)` with the form's server and the mailbox's connected OAuth account."""
+    if mailbox is None or mailbox.auth_method != "oauth2" or not sign_in.is_connected(mailbox):
+        return Diagnosis(ok=False, kind="config", summary="Choose OAuth 2.0, Save and press “Connect account” "
+                                                          "before testing.")
+    try:
+        settings = mailboxes.imap_settings(mailbox, timeout=mailboxes.TEST_TIMEOUT)
+        for name in ("host", "port", "security", "verify_tls"):
+            setattr(settings, name, getattr(values, name))
+        return attempt(settings)
+    except imap.ImapError as exc:
+        return Diagnosis(ok=False, summary=exc.diagnosis, detail=exc.server_reply, kind=exc.kind)
 
 
 def _hide(text: str, password: str) -> str:

@@ -1,7 +1,7 @@
 """Admin → Settings → Email: each tab's routes live in their own module, on one blueprint."""
 from flask import redirect, url_for
 
-from helpdesk.admin_email import inbound, outbound, templates_editor  # noqa: F401  (they add their routes)
+from helpdesk.admin_email import inbound, oauth, outbound, templates_editor  # noqa: F401  (they add their routes)
 from helpdesk.admin_email import outbox_log  # noqa: F401  (the Email log tab)
 from helpdesk.admin_email.blueprint import bp
 from helpdesk.web import admin_required

@@ -6,6 +6,7 @@ import socket
 import ssl
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -13,6 +14,7 @@ from imapclient import SEEN, IMAPClient
 from imapclient import exceptions as imap_exc
 
 from helpdesk.mail.diagnosis import Diagnosis
+from helpdesk.mail.oauth import OAuthError
 from helpdesk.mail.tls import client_context
 
 SECURITY_MODES = ("ssl", "starttls", "none")
@@ -24,18 +26,18 @@ PROVIDER_PRESETS: dict[str, dict[str, object]] = {
         "host": "imap.gmail.com",
         "port": 993,
         "security": "ssl",
-        "note": "needs an App Password when 2-Step Verification is on "
-        "(myaccount.google.com/apppasswords); IMAP must be enabled in Gmail settings",
+        "oauth_provider": "google",
+        "note": "sign in with OAuth 2.0 (an App Password works too, where your security policy allows one); "
+        "IMAP must be enabled in Gmail settings",
     },
     "microsoft365": {
         "label": "Microsoft 365",
         "host": "outlook.office365.com",
         "port": 993,
         "security": "ssl",
-        "note": "Exchange Online has refused Basic authentication for IMAP since 2022: "
-        "these mailboxes need OAuth (XOAUTH2) sign-in, which this helpdesk does not offer yet. "
-        "Until then, forward the mailbox to one the helpdesk can read, or pipe mail in with the "
-        "“flask email ingest” command.",
+        "oauth_provider": "microsoft",
+        "note": "Exchange Online has refused password (Basic) sign-in for IMAP since October 2022: "
+        "sign in with OAuth 2.0",
     },
 }
 
@@ -50,6 +52,9 @@ class ImapSettings:
     username: str = ""
     password: str = field(default="", repr=False)
     oauth_token: str = field(default="", repr=False)
+    # Given the token the server refused, return a fresh one (or raise OAuthError): one more try.
+    oauth_renew: Callable[[str], str] | None = field(default=None, repr=False)
+    oauth_refusal: str = ""  # what to tell an admin when the server refuses a fresh token too
     verify_tls: bool = True
     ca_file: str | None = None
     timeout: float = 15.0
@@ -229,20 +234,38 @@ class ImapSession:
         with _network_errors(s, "logging in"):
             try:
                 if s.oauth_token:
-                    client.oauth2_login(s.username, s.oauth_token)
+                    self._oauth2_login(client)
                 else:
                     client.login(s.username, s.password)
             except imap_exc.IMAPClientAbortError:
                 raise
             except imap_exc.IMAPClientError as exc:
                 reply = _scrub(_reply_text(exc), s)
-                how = "OAuth token" if s.oauth_token else "password"
+                if s.oauth_token:
+                    raise ImapError("auth", s.oauth_refusal or f"The server refused the OAuth token for "
+                                    f"{s.username!r}.", reply) from exc
                 raise ImapError(
                     "auth",
                     f"The server refused the login for {s.username!r}: wrong user name or "
-                    f"{how}, or this account may not use IMAP.",
+                    "password, or this account may not use IMAP.",
                     reply,
                 ) from exc
+
+    def _oauth2_login(self, client: IMAPClient) -> None:
+        """Sign in with XOAUTH2; a refused token is renewed once and tried again."""
+        s = self.settings
+        try:
+            client.oauth2_login(s.username, s.oauth_token)
+        except imap_exc.IMAPClientAbortError:
+            raise
+        except imap_exc.IMAPClientError:
+            if s.oauth_renew is None:
+                raise
+            fresh = _renewed(s)
+            if fresh == s.oauth_token:
+                raise
+            s.oauth_token = fresh
+            client.oauth2_login(s.username, fresh)
 
     def close(self) -> None:
         """Log out and drop the connection; never raises."""
@@ -476,6 +499,15 @@ def _has_buffered_input(client: IMAPClient) -> bool:
         return False
     finally:
         sock.settimeout(previous)
+
+
+def _renewed(settings: ImapSettings) -> str:
+    try:
+        return settings.oauth_renew(settings.oauth_token)
+    except OAuthError as exc:
+        # A provider that cannot be reached is an outage, not a broken sign-in.
+        raise ImapError("oauth" if exc.needs_reconnect else "oauth_unreachable", exc.diagnosis,
+                        exc.server_reply) from exc
 
 
 def _announces_mail(responses) -> bool:

@@ -6,7 +6,7 @@ import logging
 import smtplib
 import socket
 import ssl
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -15,6 +15,7 @@ from types import TracebackType
 
 from helpdesk.mail.compose import OutgoingMail, compose
 from helpdesk.mail.diagnosis import Diagnosis
+from helpdesk.mail.oauth import OAuthError, xoauth2_string
 from helpdesk.mail.tls import client_context
 
 log = logging.getLogger(__name__)
@@ -25,14 +26,14 @@ _SUGGESTED_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
 _PROBE_TIMEOUT = 5.0
 
 GMAIL_HINT = (
-    "With 2-Step Verification on, Gmail needs an App Password: "
-    "create one at myaccount.google.com/apppasswords"
+    "Sign in with OAuth 2.0; for a password sign-in with 2-Step Verification on, Gmail needs an "
+    "App Password: create one at myaccount.google.com/apppasswords"
 )
 MICROSOFT_365_HINT = (
     "Authenticated SMTP must be enabled for this mailbox: Microsoft 365 admin center → Users → "
     "Active users → user → Mail → Manage email apps → Authenticated SMTP. Microsoft turns Basic "
-    "authentication for SMTP AUTH off by default for existing tenants at the end of December 2026; "
-    "OAuth is the lasting choice."
+    "authentication for SMTP AUTH off by default for existing tenants at the end of December 2026 "
+    "(refusals then read 550 5.7.30): sign in with OAuth 2.0."
 )
 
 PROVIDER_PRESETS: dict[str, dict[str, object]] = {
@@ -41,6 +42,7 @@ PROVIDER_PRESETS: dict[str, dict[str, object]] = {
         "host": "smtp.gmail.com",
         "port": 587,
         "security": "starttls",
+        "oauth_provider": "google",
         "note": GMAIL_HINT,
     },
     "microsoft365": {
@@ -48,6 +50,7 @@ PROVIDER_PRESETS: dict[str, dict[str, object]] = {
         "host": "smtp.office365.com",
         "port": 587,
         "security": "starttls",
+        "oauth_provider": "microsoft",
         "note": MICROSOFT_365_HINT,
     },
 }
@@ -84,6 +87,10 @@ class SmtpSettings:
     timeout: float = 15.0
     ca_file: str | None = None
     local_hostname: str | None = None
+    oauth_token: str = field(default="", repr=False)  # sign in with XOAUTH2 instead of the password
+    # Given the token the server refused, return a fresh one (or raise OAuthError): one more try.
+    oauth_renew: Callable[[str], str] | None = field(default=None, repr=False)
+    oauth_refusal: str = ""  # what to tell an admin when the server refuses a fresh token too
 
     def __post_init__(self) -> None:
         if self.security not in SECURITY_MODES:
@@ -268,6 +275,9 @@ class SmtpSession:
                 _ehlo_reply(smtp),
                 transient=False,
             )
+        if s.oauth_token:
+            self._oauth2_login(smtp)
+            return
         try:
             with self._errors("logging in"):
                 smtp.login(s.username, s.password)
@@ -281,6 +291,33 @@ class SmtpSession:
                     transient=False,
                 ) from exc
             raise
+
+    def _oauth2_login(self, smtp: smtplib.SMTP) -> None:
+        """Sign in with AUTH XOAUTH2; a refused token is renewed once and tried again."""
+        s = self.settings
+        if "XOAUTH2" not in smtp.esmtp_features.get("auth", "").upper().split():
+            raise SmtpError("no_auth", f"{self.where} does not offer OAuth sign-in (AUTH XOAUTH2). Check the "
+                            "host, or sign in with a password.", _ehlo_reply(smtp), transient=False)
+        for attempt in (1, 2):
+            try:
+                with self._errors("logging in"):
+                    # After a refusal the server sends an error challenge; an empty answer ends the exchange.
+                    smtp.auth("XOAUTH2", lambda challenge=None: "" if challenge else xoauth2_string(
+                        s.username, s.oauth_token))
+                return
+            except SmtpError as exc:
+                if exc.kind != "auth":
+                    raise
+                if attempt == 1 and s.oauth_renew is not None:
+                    try:
+                        fresh = s.oauth_renew(s.oauth_token)
+                    except OAuthError as refused:
+                        raise SmtpError("auth", refused.diagnosis, refused.server_reply, transient=False) from exc
+                    if fresh != s.oauth_token:
+                        s.oauth_token = fresh
+                        continue
+                raise SmtpError("auth", s.oauth_refusal or f"{self.where} refused the OAuth token for "
+                                f"{s.username!r}.", exc.server_reply, code=exc.code, transient=False) from exc
 
     def close(self) -> None:
         """Say QUIT and close the connection; a server that already left is fine."""
@@ -522,9 +559,10 @@ class SmtpSession:
 
 
 def _scrub(text: str, settings: SmtpSettings) -> str:
-    """Remove the password from text that may be shown to an admin."""
-    if settings.password:
-        text = text.replace(settings.password, "********")
+    """Remove the password and the OAuth token from text that may be shown to an admin."""
+    for secret in (settings.password, settings.oauth_token):
+        if secret:
+            text = text.replace(secret, "********")
     return text
 
 

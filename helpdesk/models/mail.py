@@ -11,7 +11,48 @@ from helpdesk.models._time import utcnow
 from helpdesk.models.people import Agent
 
 
-class SmtpConfig(db.Model):
+AUTH_METHODS = ("password", "oauth2")
+
+
+class OAuthConnection(db.Model):
+    """An app registration at an OAuth 2.0 provider and the tokens it holds for one mail account.
+
+    Secrets and tokens are stored encrypted; `account` is whom the tokens belong to (the login).
+    """
+
+    __tablename__ = "oauth_connections"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider: Mapped[str] = mapped_column(String(20), default="microsoft")  # microsoft | google | custom
+    flow: Mapped[str] = mapped_column(String(30), default="authorization_code")  # | client_credentials
+    client_id: Mapped[str] = mapped_column(String(255), default="")
+    client_secret_encrypted: Mapped[str] = mapped_column(Text, default="")
+    tenant: Mapped[str] = mapped_column(String(100), default="organizations")
+    authorize_url: Mapped[str] = mapped_column(String(500), default="")
+    token_url: Mapped[str] = mapped_column(String(500), default="")
+    scopes: Mapped[str] = mapped_column(String(1000), default="")
+    account: Mapped[str] = mapped_column(String(254), default="")
+    refresh_token_encrypted: Mapped[str] = mapped_column(Text, default="")
+    access_token_encrypted: Mapped[str] = mapped_column(Text, default="")
+    access_token_expires_at: Mapped[datetime | None]
+    access_token_obtained_at: Mapped[datetime | None]
+    connected_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime | None]
+
+
+class SignInHealth:
+    """How signing in to a mail server has gone lately: the credential health an admin sees."""
+
+    auth_method: Mapped[str] = mapped_column(String(20), default="password")  # password | oauth2
+    sign_in_ok_at: Mapped[datetime | None]  # last successful sign-in
+    sign_in_failed_at: Mapped[datetime | None]
+    sign_in_error: Mapped[str] = mapped_column(Text, default="")
+    sign_in_failures: Mapped[int] = mapped_column(default=0)  # in a row
+    # Set while sign-in is failing for good: the console shows a banner and admins got one mail.
+    sign_in_incident_at: Mapped[datetime | None]
+
+
+class SmtpConfig(SignInHealth, db.Model):
     """The one outbound SMTP server (a single row); the password is stored encrypted."""
 
     __tablename__ = "smtp_config"
@@ -29,10 +70,13 @@ class SmtpConfig(db.Model):
     updated_at: Mapped[datetime | None]
     updated_by_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
 
+    oauth_connection_id: Mapped[int | None] = mapped_column(ForeignKey("oauth_connections.id", ondelete="SET NULL"))
+
     updated_by: Mapped[Agent | None] = relationship()
+    oauth_connection: Mapped[OAuthConnection | None] = relationship()
 
 
-class Mailbox(db.Model):
+class Mailbox(SignInHealth, db.Model):
     """A support mailbox polled over IMAP, with its checkpoint and last poll status."""
 
     __tablename__ = "mailboxes"
@@ -60,9 +104,17 @@ class Mailbox(db.Model):
     # The poll lock: one poll per mailbox at a time, across workers; it expires by itself.
     locked_until: Mapped[datetime | None]
     locked_by: Mapped[str] = mapped_column(String(100), default="")
+    oauth_connection_id: Mapped[int | None] = mapped_column(ForeignKey("oauth_connections.id", ondelete="SET NULL"))
+    # The IMAP IDLE watch's own account of itself: watching | reconnecting | polling (with the reason).
+    push_state: Mapped[str] = mapped_column(String(20), default="")
+    push_since: Mapped[datetime | None]
+    push_note: Mapped[str] = mapped_column(Text, default="")
+    push_seen_at: Mapped[datetime | None]  # the watch's last sign of life
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime | None]
     updated_by_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
+
+    oauth_connection: Mapped[OAuthConnection | None] = relationship()
 
 
 class EmailTemplate(db.Model):

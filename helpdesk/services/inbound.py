@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
 import uuid
 from collections import Counter, deque
@@ -30,7 +29,7 @@ from helpdesk.mail.parse import ParsedMail, parse
 from helpdesk.mail.secrets import CredentialError
 from helpdesk.models import Mailbox
 from helpdesk.models._time import utcnow
-from helpdesk.services import lookups, mailboxes
+from helpdesk.services import lookups, mailboxes, sign_in
 from helpdesk.services.ingest import (IngestResult, discard_uploads, early_uploader, ingest_mail,
                                       remove_gathered, removals_gathered)
 from helpdesk.services.mailboxes import own_addresses
@@ -56,6 +55,7 @@ class PollReport:
     ok: bool = False
     skipped: str = ""  # why the poll did not run (BUSY, no such mailbox)
     error: str = ""  # plain-words diagnosis when it failed
+    error_kind: str = ""  # the ImapError kind, e.g. "auth" when the server refused the sign-in
     processed: int = 0
     outcomes: Counter = field(default_factory=Counter)
     uidvalidity_changed: bool = False
@@ -150,6 +150,7 @@ def poll_mailbox(mailbox_id: int, *, on_result: OnResult | None = None) -> PollR
         report.ok = True
     except ImapError as exc:
         report.error = exc.diagnosis + (f" Server said: {exc.server_reply}" if exc.server_reply else "")
+        report.error_kind = exc.kind
     except CredentialError as exc:
         report.error = str(exc)
     except MailboxBusy as exc:
@@ -336,6 +337,7 @@ def _finish(mailbox_id: int, owner: str, report: PollReport) -> None:
             mailbox.last_poll_ok = report.ok
             mailbox.last_poll_error = "" if report.ok else report.error
             mailbox.last_poll_count = report.processed
+            sign_in.record_poll(mailbox, report.ok, report.error_kind, report.error)
         db.session.commit()
         release_lock(mailbox_id, owner)
     except Exception:
@@ -358,53 +360,3 @@ def queue_due_polls() -> list[int]:
             due.append(mailbox.id)
     db.session.commit()  # enqueue dispatches after the commit
     return due
-
-
-IDLE_SECONDS = 300  # re-issue IDLE well inside the 29 minutes after which servers may drop it
-
-
-def watch_mailbox(mailbox_id: int, stop: threading.Event, *, idle_seconds: float = IDLE_SECONDS) -> None:
-    """Poll the mailbox whenever the server announces new mail (IMAP IDLE), until `stop` is set.
-
-    Mail then arrives in seconds rather than at the next poll interval; the interval polls stay as the
-    safety net. Servers without IDLE make this return at once. Errors back off and reconnect.
-    """
-    backoff = 5.0
-    while not stop.is_set():
-        try:
-            mailbox = db.session.get(Mailbox, mailbox_id)
-            if mailbox is None or not mailbox.enabled or not mailbox.host:
-                return
-            settings, folder = mailboxes.imap_settings(mailbox), mailbox.folder
-            db.session.rollback()  # hold no transaction (or SQLite lock) while idling
-            with ImapSession(settings) as session:
-                if not session.can_idle:
-                    log.info("mailbox %s: the server has no IDLE; interval polling only", mailbox_id)
-                    return
-                session.select(folder, readonly=True)
-                poll_mailbox(mailbox_id)  # whatever came while nobody watched
-                backoff = 5.0
-                while not stop.is_set():
-                    if session.wait_for_new_mail(idle_seconds):
-                        poll_mailbox(mailbox_id)
-        except (ImapError, CredentialError) as exc:
-            db.session.rollback()
-            log.warning("mailbox %s: IDLE watch stopped (%s); retrying in %.0fs", mailbox_id, exc, backoff)
-            stop.wait(backoff)
-            backoff = min(backoff * 2, 300.0)
-
-
-def start_watchers(app, stop: threading.Event) -> list[threading.Thread]:
-    """Start one IDLE watcher thread per enabled mailbox (for `flask email watch` and `make run`)."""
-    with app.app_context():
-        ids = list(db.session.scalars(db.select(Mailbox.id).where(Mailbox.enabled.is_(True))))
-    threads = []
-    for mailbox_id in ids:
-        def run(mailbox_id=mailbox_id):
-            with app.app_context():
-                watch_mailbox(mailbox_id, stop)
-
-        thread = threading.Thread(target=run, name=f"imap-idle-{mailbox_id}", daemon=True)
-        thread.start()
-        threads.append(thread)
-    return threads

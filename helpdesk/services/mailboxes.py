@@ -6,11 +6,12 @@ from dataclasses import dataclass
 from flask import current_app
 
 from helpdesk.extensions import db
-from helpdesk.mail.imap import ImapSettings
+from helpdesk.mail.imap import ImapError, ImapSettings
+from helpdesk.mail.oauth import OAuthError
 from helpdesk.mail import route
 from helpdesk.models import Agent, InboundMail, Mailbox, SmtpConfig
 from helpdesk.models._time import utcnow
-from helpdesk.services import credential_box
+from helpdesk.services import credential_box, sign_in
 
 DEFAULT_NAME = "Support"
 POLL_TIMEOUT = 30.0  # seconds per IMAP command while polling
@@ -100,8 +101,22 @@ def stored_password(mailbox: Mailbox) -> str:
 
 
 def imap_settings(mailbox: Mailbox, *, timeout: float = POLL_TIMEOUT) -> ImapSettings:
-    """Return how to reach this mailbox, with its decrypted password."""
-    return settings_from_values(mailbox_values(mailbox), stored_password(mailbox), timeout=timeout)
+    """Return how to reach this mailbox and sign in: its decrypted password, or a valid OAuth token.
+
+    Raises ImapError (kind "oauth") when OAuth is chosen and no token can be had.
+    """
+    if mailbox.auth_method != "oauth2":
+        return settings_from_values(mailbox_values(mailbox), stored_password(mailbox), timeout=timeout)
+    try:
+        signed = sign_in.bearer(mailbox)
+    except OAuthError as exc:
+        # A provider that cannot be reached is an outage, not a broken sign-in.
+        raise ImapError("oauth" if exc.needs_reconnect else "oauth_unreachable", exc.diagnosis,
+                        exc.server_reply) from exc
+    settings = settings_from_values(mailbox_values(mailbox), "", timeout=timeout)
+    for name, value in signed.items():
+        setattr(settings, name, value)
+    return settings
 
 
 def settings_from_values(values: MailboxValues, password: str, *, timeout: float = TEST_TIMEOUT) -> ImapSettings:

@@ -36,6 +36,7 @@ from helpdesk.extensions import db
 from helpdesk.mail import route, tokens
 from helpdesk.mail.compose import OutgoingMail, compose, is_automatic_recipient_blocked
 from helpdesk.mail.render import RenderedMail
+from helpdesk.mail.oauth import OAuthError
 from helpdesk.mail.secrets import CredentialError
 from helpdesk.mail.smtp import SmtpError, SmtpSession, SmtpSettings, needs_smtputf8
 from helpdesk.models import Attachment, Comment, OutboundMessage, SmtpConfig, Ticket, TicketEvent
@@ -43,6 +44,7 @@ from helpdesk.models._rows import insert_id, insert_row
 from helpdesk.models._time import utcnow
 from helpdesk.services import lookups
 from helpdesk.services.mailboxes import own_addresses
+from helpdesk.services.smtp_config import load_smtp_settings, sign_in_refused, signed_in
 from helpdesk.storage import StorageError
 
 log = logging.getLogger(__name__)
@@ -314,8 +316,11 @@ def send_claimed(ids: list[int], settings: tuple[SmtpSettings, str, str], *, dra
                 if not opened:
                     session.open()
                     opened = True
+                    signed_in()
                 reply = session.send_bytes(raw, envelope_from, recipients)
             except SmtpError as exc:
+                if not opened and exc.kind == "auth":
+                    sign_in_refused(_describe(exc))
                 session_failed = not opened or exc.code is None
                 if exc.transient or (session_failed and exc.kind in _SETTINGS_KINDS) or exc.kind == "timeout":
                     _defer(message, changes, _describe(exc), result, exc)
@@ -470,12 +475,14 @@ def _describe(exc: SmtpError) -> str:
 
 
 def _smtp_settings() -> tuple[SmtpSettings, str, str]:
-    from helpdesk.services.smtp_config import load_smtp_settings
-
     try:
         loaded = load_smtp_settings()
     except CredentialError as exc:
         raise OutboxNotConfigured(str(exc)) from exc
+    except OAuthError as exc:
+        if exc.needs_reconnect:
+            sign_in_refused(exc.diagnosis)
+        raise OutboxNotConfigured(exc.diagnosis) from exc
     if loaded is None:
         raise OutboxNotConfigured(NOT_CONFIGURED)
     return loaded

@@ -12,10 +12,11 @@ from typing import Any, Protocol
 from flask import current_app
 
 from helpdesk.extensions import db
+from helpdesk.mail.oauth import OAuthError
 from helpdesk.mail.smtp import SmtpSettings
 from helpdesk.models import Agent, SmtpConfig
 from helpdesk.models._time import utcnow
-from helpdesk.services import credential_box
+from helpdesk.services import credential_box, sign_in
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class SmtpForm(Protocol):
     username: _Field
     password: _Field
     clear_password: _Field
+    uses_oauth: bool
     verify_tls: _Field
     timeout: _Field
 
@@ -61,17 +63,42 @@ def is_configured(config: SmtpConfig) -> bool:
 def load_smtp_settings() -> tuple[SmtpSettings, str, str] | None:
     """Return (settings, From Address, From name) for sending, or None when SMTP is not configured.
 
-    Raises CredentialError when the stored password cannot be decrypted (CREDENTIALS_KEY changed).
+    Raises CredentialError when the stored password cannot be decrypted (CREDENTIALS_KEY changed),
+    OAuthError when OAuth is chosen and no access token can be had.
     """
     config = _stored_config()
     if config is None or not is_configured(config):
         return None
-    settings = SmtpSettings(
-        host=config.host, port=config.port, security=config.security, username=config.username,
-        password=credential_box().open(config.password_encrypted), verify_tls=config.verify_tls,
-        timeout=float(config.timeout), ca_file=current_app.config.get("TLS_CA_FILE"),
-    )
-    return settings, config.from_address, config.from_name
+    oauth = config.auth_method == "oauth2"
+    return _settings(config.host, config.port, config.security, config.username,
+                     "" if oauth else credential_box().open(config.password_encrypted), config.verify_tls,
+                     config.timeout, oauth_from=config if oauth else None), config.from_address, config.from_name
+
+
+def _settings(host: str, port: int, security: str, username: str, password: str, verify_tls: bool,
+              timeout: float, *, oauth_from: SmtpConfig | None) -> SmtpSettings:
+    """Return SmtpSettings for these values; with `oauth_from`, sign in with its OAuth connection."""
+    settings = SmtpSettings(host=host, port=port, security=security, username=username, password=password,
+                            verify_tls=verify_tls, timeout=float(timeout),
+                            ca_file=current_app.config.get("TLS_CA_FILE"))
+    if oauth_from is not None:
+        for name, value in sign_in.bearer(oauth_from).items():
+            setattr(settings, name, value)
+    return settings
+
+
+def signed_in() -> None:
+    """Note that Outbound (SMTP) accepted our sign-in (the caller commits)."""
+    config = _stored_config()
+    if config is not None and config.username:
+        sign_in.record_success(config)
+
+
+def sign_in_refused(diagnosis: str) -> None:
+    """Note that Outbound (SMTP) refused our sign-in: a person must act (the caller commits)."""
+    config = _stored_config()
+    if config is not None:
+        sign_in.record_failure(config, diagnosis, certain=True)
 
 
 def save_config(form_data: Mapping[str, Any], agent: Agent | None) -> SmtpConfig:
@@ -101,8 +128,9 @@ def save_config(form_data: Mapping[str, Any], agent: Agent | None) -> SmtpConfig
     config.updated_by_id = agent.id if agent is not None else None
     db.session.flush()
     # Never the password: only what an admin would need to trace a change.
-    log.info("SMTP settings saved by agent %s: %s:%s %s, user %r, verify TLS %s", config.updated_by_id,
-             config.host, config.port, config.security, config.username, config.verify_tls)
+    log.info("SMTP settings saved by agent %s: %s:%s %s, user %r, sign-in %s, verify TLS %s",
+             config.updated_by_id, config.host, config.port, config.security, config.username,
+             config.auth_method, config.verify_tls)
     return config
 
 
@@ -114,17 +142,20 @@ def _points_elsewhere(form: SmtpForm, stored: SmtpConfig) -> bool:
 def settings_from_form(form: SmtpForm, stored: SmtpConfig) -> SmtpSettings:
     """Return SmtpSettings from the values now in the form, saved or not; a blank password uses the stored one.
 
-    Raises CredentialError when the stored password is needed and cannot be decrypted.
+    Raises CredentialError when the stored password is needed and cannot be decrypted, OAuthError when
+    OAuth is chosen and the account is not connected (or no token can be had).
     """
-    if form.password.data:
+    if form.uses_oauth:
+        if stored.auth_method != "oauth2" or not sign_in.is_connected(stored):
+            raise OAuthError("revoked", "Choose OAuth 2.0, Save and press “Connect account” before testing.")
+        password = ""
+    elif form.password.data:
         password = form.password.data
     elif form.clear_password.data or _points_elsewhere(form, stored):
         # The stored password only ever goes to the server and account it was saved for.
         password = ""
     else:
         password = credential_box().open(stored.password_encrypted)
-    return SmtpSettings(
-        host=(form.host.data or "").strip(), port=int(form.port.data), security=form.security.data,
-        username=(form.username.data or "").strip(), password=password, verify_tls=bool(form.verify_tls.data),
-        timeout=float(form.timeout.data), ca_file=current_app.config.get("TLS_CA_FILE"),
-    )
+    return _settings((form.host.data or "").strip(), int(form.port.data), form.security.data,
+                     (form.username.data or "").strip(), password, bool(form.verify_tls.data), form.timeout.data,
+                     oauth_from=stored if form.uses_oauth else None)

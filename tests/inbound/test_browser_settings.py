@@ -13,7 +13,7 @@ def test_settings_screen_loads_folders_and_tests_the_connection(signed_in_page, 
     page.get_by_label("Port", exact=True).fill(services["HELPDESK_TEST_IMAPS_PORT"])
     page.get_by_label("Security", exact=True).select_option("ssl")
     page.get_by_label("Username", exact=True).fill("support@example.test")
-    page.get_by_label("Password", exact=True).fill("supportpw")
+    page.locator("#password").fill("supportpw")
 
     page.get_by_role("button", name="Load folders").click()
     choice = page.get_by_label("Folders on the server")
@@ -30,13 +30,13 @@ def test_settings_screen_loads_folders_and_tests_the_connection(signed_in_page, 
     assert f"{folder} has 0 messages" in result.inner_text()
     assert "supportpw" not in page.content()
     # The password typed stays in its field (the browser's, not one sent back by the server).
-    assert page.get_by_label("Password", exact=True).input_value() == "supportpw"
+    assert page.locator("#password").input_value() == "supportpw"
     screenshot("inbound-settings")
 
     page.get_by_label("Enabled: poll this mailbox").check()
     page.get_by_role("button", name="Save").click()
     page.wait_for_selector("text=Mailbox “Support” saved.")
-    assert page.get_by_label("Password", exact=True).input_value() == ""
+    assert page.locator("#password").input_value() == ""
     assert "supportpw" not in page.content()
     screenshot("inbound-settings-saved")
 

@@ -6,7 +6,7 @@ import time
 from helpdesk.extensions import db
 from helpdesk.mail.imap import ImapSession
 from helpdesk.models import Ticket
-from helpdesk.services.inbound import watch_mailbox
+from helpdesk.services.watch import watch_mailbox
 
 
 def _mail(subject: str) -> bytes:

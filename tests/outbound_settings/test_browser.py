@@ -28,10 +28,13 @@ def test_fill_test_smtp_and_save(signed_in_page, live_url, smtp_server, screensh
     page.goto(live_url + URL)
     page.evaluate(WATCH_REQUESTS)
 
-    # A preset fills the server; picking a security suggests its port.
+    # A preset fills the server and chooses OAuth 2.0; picking a security suggests its port.
     page.get_by_role("button", name="Microsoft 365").click()
     assert page.get_by_label("Host").input_value() == "smtp.office365.com"
     assert page.get_by_label("Port").input_value() == "587"
+    assert page.get_by_role("radio", name="OAuth 2.0").is_checked()
+    assert page.get_by_label("Provider").input_value() == "microsoft"
+    assert not page.locator("#password").is_visible()
     page.get_by_label("Security").select_option(label="SSL/TLS")
     assert page.get_by_label("Port").input_value() == "465"
     page.get_by_label("Security").select_option(label="None")
@@ -44,11 +47,12 @@ def test_fill_test_smtp_and_save(signed_in_page, live_url, smtp_server, screensh
     page.get_by_label("Verify TLS certificate").check()
     assert not warning.is_visible()
 
+    page.get_by_role("radio", name="Password").check()
     page.get_by_label("Host").fill(server.host)
     page.get_by_label("Security").select_option(label="STARTTLS")
     page.get_by_label("Port").fill(str(server.port))
     page.get_by_label("Username").fill(server.username)
-    page.get_by_label("Password", exact=True).fill(server.password)
+    page.locator("#password").fill(server.password)
     page.get_by_label("From Address").fill("support@helpdesk.test")
     page.get_by_label("From name").fill("Helpdesk Support")
     assert page.get_by_label("Send test to").input_value() == admin.email
@@ -63,9 +67,9 @@ def test_fill_test_smtp_and_save(signed_in_page, live_url, smtp_server, screensh
     assert page.evaluate("window.seenDuringRequest") == [{"spinner": True, "disabled": True}]
     assert [m.rcpt_tos for m in server.received] == [[admin.email]]
     # Only the result was swapped: the typed password is still in its field for Save.
-    assert page.get_by_label("Password", exact=True).input_value() == server.password
+    assert page.locator("#password").input_value() == server.password
 
-    page.get_by_label("Password", exact=True).fill(WRONG)
+    page.locator("#password").fill(WRONG)
     page.get_by_role("button", name="Test SMTP").click()
     failure = page.locator("#smtp-test-result .result.bad")
     failure.wait_for()
@@ -77,11 +81,11 @@ def test_fill_test_smtp_and_save(signed_in_page, live_url, smtp_server, screensh
     assert len(server.received) == 1
     screenshot("outbound-settings")
 
-    page.get_by_label("Password", exact=True).fill(server.password)
+    page.locator("#password").fill(server.password)
     page.get_by_role("button", name="Save").click()
     page.wait_for_selector("text=Settings saved")
     assert page.get_by_text("Last changed by Ada Admin at").is_visible()
-    assert page.get_by_label("Password", exact=True).get_attribute("placeholder") == "•••••• (stored — leave blank to keep)"
-    assert page.get_by_label("Password", exact=True).input_value() == ""
+    assert page.locator("#password").get_attribute("placeholder") == "•••••• (stored — leave blank to keep)"
+    assert page.locator("#password").input_value() == ""
     assert server.password not in page.content()
     screenshot("outbound-settings-saved")
