@@ -6,21 +6,27 @@ ST=$(realpath -m "$1"); PY=$(realpath -s "$2"); HERE=$(cd "$(dirname "$0")" && p
 cd /  # su postgres cannot enter a private working folder, and says so
 BIN=$(dirname "$PY")
 rm -rf "$ST"; mkdir -p "$ST"; chmod 755 "$ST"; : > "$ST/pids"  # dovecot and postgres run as other users
-read -r P_IMAP P_IMAPS P_REDIS P_S3 P_MASTER P_VOLUME P_FILER P_PG P_OAUTH < <("$PY" "$HERE/freeports.py" 9 | tr "\n" " "; echo)
+read -r P_IMAP P_IMAPS P_REDIS P_S3 P_MASTER P_VOLUME P_FILER P_PG P_OAUTH P_OAUTH_HTTP < <("$PY" "$HERE/freeports.py" 10 | tr "\n" " "; echo)
 
 # TLS certificate shared by Dovecot and the tests (they trust it as a CA file).
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$ST/key.pem" -out "$ST/cert.pem" -days 2 \
   -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" 2>/dev/null
 
-# OAuth2 introspection endpoint, so Dovecot can accept XOAUTH2 logins.
-"$PY" "$HERE/oauth_introspect.py" "$P_OAUTH" > "$ST/introspect.log" 2>&1 & echo "introspect $!" >> "$ST/pids"
+# OAuth 2.0 / OpenID Connect authorization server (Authlib): HTTPS for the helpdesk and the browser,
+# plain HTTP on loopback for Dovecot's and the SMTP test server's token introspection.
+# tok-support: a long-lived access token for support@example.test issued beforehand (older IMAP tests).
+OAUTH_INTROSPECT=http://dovecot:dovecot-secret@127.0.0.1:$P_OAUTH_HTTP/introspect
+"$PY" "$HERE/oauth_server.py" --https-port "$P_OAUTH" --http-port "$P_OAUTH_HTTP" \
+  --cert "$ST/cert.pem" --key "$ST/key.pem" --token-lifetime 3600 \
+  --user support@example.test:supportpw --user billing@example.test:billingpw \
+  --seed-token tok-support=support@example.test > "$ST/oauth.log" 2>&1 & echo "oauth $!" >> "$ST/pids"
 
 # Dovecot: standalone config, Maildir owned by the mail user, no failed-login penalty.
 I=$ST/imap; mkdir -p "$I"; install -d -o mail -g mail -m 0750 "$I/mail"
 printf '%s\n' 'support@example.test:{PLAIN}supportpw' 'billing@example.test:{PLAIN}billingpw' > "$I/users"
 cat > "$I/oauth2.conf.ext" <<EOC
 introspection_mode = post
-introspection_url = http://127.0.0.1:$P_OAUTH/introspect
+introspection_url = $OAUTH_INTROSPECT
 force_introspection = yes
 username_attribute = username
 active_attribute = active
@@ -101,6 +107,11 @@ su postgres -c "$PGBIN/initdb -D $PG/data -U postgres --auth=trust -E UTF8 --loc
 su postgres -c "$PGBIN/pg_ctl -D $PG/data -l $PG/pg.log -w -o '-c listen_addresses=127.0.0.1 -p $P_PG -k $PG -c fsync=off -c autovacuum=off -c max_connections=200' start" > /dev/null
 
 # Ready means greeting, not just an open port.
+for _ in $(seq 1 600); do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$P_OAUTH_HTTP/test/health")" = 200 ] && break; sleep 0.05
+done
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$P_OAUTH_HTTP/test/health")" = 200 ] \
+  || { echo "the OAuth test server did not start:" >&2; cat "$ST/oauth.log" >&2; exit 1; }
 "$PY" "$HERE/waitport.py" 127.0.0.1 "$P_IMAP" 30 "* OK"
 echo "dovecot $(cat "$I/run/master.pid")" >> "$ST/pids"
 until redis-cli -h 127.0.0.1 -p "$P_REDIS" ping 2>/dev/null | grep -q PONG; do sleep 0.05; done
@@ -125,5 +136,8 @@ export HELPDESK_TEST_S3_ACCESS_KEY=helpdesk-test-key
 export HELPDESK_TEST_S3_SECRET_KEY=helpdesk-test-secret
 export HELPDESK_TEST_POSTGRES_URL=postgresql+psycopg://helpdesk:helpdeskpw@127.0.0.1:$P_PG/helpdesk
 export HELPDESK_TEST_POSTGRES_ADMIN_URL=postgresql+psycopg://postgres@127.0.0.1:$P_PG/postgres
+export HELPDESK_TEST_OAUTH_URL=https://127.0.0.1:$P_OAUTH
+export HELPDESK_TEST_OAUTH_INTROSPECT=$OAUTH_INTROSPECT
+export HELPDESK_TEST_OAUTH_ADMIN=http://127.0.0.1:$P_OAUTH_HTTP
 EOC
 echo "services ready in $ST"

@@ -6,20 +6,27 @@ package module, because the suite runs with --import-mode=importlib).
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import datetime
 import email
 import email.policy
 import ipaddress
+import json
+import os
 import socket
 import ssl
 import threading
+import urllib.error
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -33,6 +40,9 @@ SERVER_NAME = "mail.helpdesk.test"
 SEND_AS_DENIED = "550 5.7.60 SMTP; Client does not have permissions to send as this sender"
 NO_SUCH_USER = "550 5.1.1 No such user here"
 TRY_LATER = "451 4.3.0 Temporary failure, try again later"
+XOAUTH2_REFUSED = "535 5.7.8 Username and Password not accepted"
+# What Gmail sends (base64 in a 334) when an XOAUTH2 token is refused, before its 535.
+XOAUTH2_ERROR = json.dumps({"status": "401", "schemes": "bearer", "scope": "https://mail.google.com/"})
 
 
 # --- certificates -------------------------------------------------------------------------
@@ -150,8 +160,29 @@ class ReceivedMessage:
         return email.message_from_bytes(self.data, policy=email.policy.default)  # type: ignore[return-value]
 
 
+def introspect_token(url: str, token: str, timeout: float = 10.0) -> dict:
+    """Ask an RFC 7662 endpoint about a token; URL may carry the client as http://ID:SECRET@host/...."""
+    parts = urllib.parse.urlsplit(url)
+    headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
+    if parts.username:
+        basic = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        headers["Authorization"] = "Basic " + base64.b64encode(basic.encode()).decode()
+        netloc = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+        url = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+    body = urllib.parse.urlencode({"token": token, "token_type_hint": "access_token"}).encode()
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read().decode())
+
+
 class RecordingHandler:
-    """aiosmtpd handler that keeps what it receives and refuses what it is told to."""
+    """aiosmtpd handler that keeps what it receives and refuses what it is told to.
+
+    Servers that offer AUTH also offer XOAUTH2: the bearer token is checked against the test OAuth
+    server's introspection endpoint (`introspection_url`, by default $HELPDESK_TEST_OAUTH_INTROSPECT)
+    and must be active for the `user=` it names. A refusal goes like Gmail's: a 334 with the
+    base64 JSON error, then 535 once the client answers with an empty line.
+    """
 
     def __init__(
         self,
@@ -160,7 +191,10 @@ class RecordingHandler:
         refuse_recipients: dict[str, str] | None = None,
         fail_data_first: int = 0,
         fail_data_reply: str = TRY_LATER,
+        introspection_url: str | None = None,
     ) -> None:
+        self.introspection_url = introspection_url
+        self.xoauth2_logins: list[str] = []  # users whose XOAUTH2 token was accepted
         self.refuse_senders = {k.lower(): v for k, v in (refuse_senders or {}).items()}
         self.refuse_recipients = {k.lower(): v for k, v in (refuse_recipients or {}).items()}
         self.fail_data_left = fail_data_first
@@ -174,6 +208,37 @@ class RecordingHandler:
         with self._lock:
             if not any(s is server for s in self.servers):
                 self.servers.append(server)
+
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
+        """SASL XOAUTH2: base64 of "user=LOGIN\\x01auth=Bearer TOKEN\\x01\\x01", checked by introspection."""
+        if len(args) == 2:
+            try:
+                raw = base64.b64decode(args[1], validate=True)
+            except binascii.Error:
+                await server.push("501 5.5.2 Can't decode base64")
+                return AuthResult(success=False, handled=True)
+        else:
+            reply = await server.challenge_auth("")
+            if reply is MISSING:  # aiosmtpd has already answered ("*" or bad base64)
+                return AuthResult(success=False, handled=True)
+            raw = reply
+        fields = dict(part.split("=", 1) for part in raw.decode("utf-8", "replace").split("\x01") if "=" in part)
+        user = fields.get("user", "")
+        auth = fields.get("auth", "")
+        token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+        url = self.introspection_url or os.environ.get("HELPDESK_TEST_OAUTH_INTROSPECT", "")
+        if user and token and url:
+            try:
+                answer = await asyncio.get_running_loop().run_in_executor(None, introspect_token, url, token)
+            except (OSError, ValueError):
+                answer = {}
+            if answer.get("active") is True and str(answer.get("username", "")).lower() == user.lower():
+                with self._lock:
+                    self.xoauth2_logins.append(user)
+                return AuthResult(success=True, auth_data=user)
+        if await server.challenge_auth(XOAUTH2_ERROR) is MISSING:
+            return AuthResult(success=False, handled=True)
+        return AuthResult(success=False, handled=False, message=XOAUTH2_REFUSED)
 
     async def handle_EHLO(self, server: SMTP, session: Any, envelope: Any, hostname: str,
                           responses: list[str]) -> list[str]:
@@ -308,7 +373,8 @@ SERVER_KINDS = ("starttls", "ssl", "plain", "untrusted", "picky", "flaky")
 
 def start_server(kind: str, certs: TestCertificates, *, fail_data_first: int = 0,
                  refuse_senders: dict[str, str] | None = None,
-                 refuse_recipients: dict[str, str] | None = None) -> SmtpTestServer:
+                 refuse_recipients: dict[str, str] | None = None,
+                 introspection_url: str | None = None) -> SmtpTestServer:
     """Start one of the test servers on 127.0.0.1.
 
     starttls: STARTTLS, AUTH only after TLS (CA-signed certificate); ssl: implicit TLS + AUTH;
@@ -316,6 +382,8 @@ def start_server(kind: str, certs: TestCertificates, *, fail_data_first: int = 0
     picky: plain, refuses senders/recipients (by default a send-as denial for
     "other@helpdesk.test" and 550 for "nobody@customer.test"); flaky: plain, answers DATA with
     451 for the first `fail_data_first` messages.
+    Where AUTH is offered (starttls, ssl, untrusted), XOAUTH2 is too: a token the OAuth test server
+    says is active for the user (introspection_url, default $HELPDESK_TEST_OAUTH_INTROSPECT).
     """
     if kind not in SERVER_KINDS:
         raise ValueError(f"kind must be one of {SERVER_KINDS}")
@@ -323,7 +391,7 @@ def start_server(kind: str, certs: TestCertificates, *, fail_data_first: int = 0
         refuse_senders = refuse_senders or {"other@helpdesk.test": SEND_AS_DENIED}
         refuse_recipients = refuse_recipients or {"nobody@customer.test": NO_SUCH_USER}
     handler = RecordingHandler(refuse_senders=refuse_senders, refuse_recipients=refuse_recipients,
-                               fail_data_first=fail_data_first)
+                               fail_data_first=fail_data_first, introspection_url=introspection_url)
     options: dict[str, Any] = {"server_hostname": SERVER_NAME}
     security, username, password, ca_file = "none", "", "", None
     if kind in ("starttls", "untrusted"):
