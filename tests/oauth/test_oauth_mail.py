@@ -315,3 +315,43 @@ def test_inbound_log_and_tickets_show_nothing_of_a_failed_poll(admin_client, con
     mailbox = poll(admin_client, mailbox.id)
     assert not mailbox.last_poll_ok and "Connect account" in mailbox.last_poll_error
     assert db.session.scalar(db.select(InboundMail)) is None
+
+
+def test_test_imap_connection_signs_in_with_the_connected_account(admin_client, connect, services, account_folder):
+    folder = account_folder()
+    form = mailbox_form(services, folder)
+    connect("/admin/settings/email/inbound/new", form)
+    mailbox = db.session.scalar(db.select(Mailbox))
+    html = admin_client.auth.post(f"/admin/settings/email/inbound/{mailbox.id}/test",
+                                  data={**form, "oauth_client_secret": "", "username": SUPPORT[0]},
+                                  headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert f"Connected and logged in; {folder} has 0 messages" in html
+
+    # Tokens of another account than the mailbox's login: the server refuses them, and says why.
+    mailbox.oauth_connection.account = BILLING[0]
+    db.session.commit()
+    html = admin_client.auth.post(f"/admin/settings/email/inbound/{mailbox.id}/test",
+                                  data={**form, "oauth_client_secret": ""},
+                                  headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert "The server refused the OAuth token for &#39;billing@example.test&#39;" in html
+    assert "the account the tokens belong to is not this mailbox" in html
+
+
+def test_a_send_refused_for_its_sign_in_opens_the_incident_and_the_mail_waits(
+        admin_client, admin, connect, services, smtp_server, make_ticket):
+    server = smtp_server("starttls")
+    connect("/admin/settings/email/outbound", outbound_form(services, server), user=BILLING)
+    requests.post(services["HELPDESK_TEST_OAUTH_ADMIN"] + "/test/revoke-user-tokens",
+                  json={"username": BILLING[0]}, timeout=10).raise_for_status()
+    # Revoked, yet unexpired as far as the helpdesk knows: the server refuses it, the refresh is refused.
+    ticket = make_ticket()
+    replied = admin_client.auth.post(f"/tickets/{ticket.id}/comments",
+                                     data={"body": "Your printer is fixed.", "visibility": "public"})
+    assert replied.status_code == 302
+    db.session.expire_all()
+    reply = db.session.scalar(db.select(OutboundMessage).filter_by(kind="agent_reply"))
+    assert reply.status == "queued" and "invalid_grant" in reply.last_error
+    config = db.session.scalar(db.select(SmtpConfig))
+    assert config.sign_in_incident_at is not None
+    assert "Mail sign-in is failing" in admin_client.get("/tickets").get_data(as_text=True)
+    assert not any(b"Your printer is fixed." in m.data for m in server.received)
