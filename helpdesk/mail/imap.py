@@ -4,9 +4,8 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -505,9 +504,13 @@ def _renewed(settings: ImapSettings) -> str:
     try:
         return settings.oauth_renew(settings.oauth_token)
     except OAuthError as exc:
-        # A provider that cannot be reached is an outage, not a broken sign-in.
-        raise ImapError("oauth" if exc.needs_reconnect else "oauth_unreachable", exc.diagnosis,
-                        exc.server_reply) from exc
+        raise token_failure(exc) from exc
+
+
+def token_failure(exc: OAuthError) -> ImapError:
+    """Return the ImapError of a token the provider would not give: kind "oauth", or an outage."""
+    # A provider that cannot be reached is an outage, not a broken sign-in.
+    return ImapError("oauth" if exc.needs_reconnect else "oauth_unreachable", exc.diagnosis, exc.server_reply)
 
 
 def _announces_mail(responses) -> bool:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from flask import current_app
 
 from helpdesk.extensions import db
-from helpdesk.mail.imap import ImapError, ImapSettings
+from helpdesk.mail.imap import ImapSettings, token_failure
 from helpdesk.mail.oauth import OAuthError
 from helpdesk.mail import route
 from helpdesk.models import Agent, InboundMail, Mailbox, SmtpConfig
@@ -110,9 +110,7 @@ def imap_settings(mailbox: Mailbox, *, timeout: float = POLL_TIMEOUT) -> ImapSet
     try:
         signed = sign_in.bearer(mailbox)
     except OAuthError as exc:
-        # A provider that cannot be reached is an outage, not a broken sign-in.
-        raise ImapError("oauth" if exc.needs_reconnect else "oauth_unreachable", exc.diagnosis,
-                        exc.server_reply) from exc
+        raise token_failure(exc) from exc
     settings = settings_from_values(mailbox_values(mailbox), "", timeout=timeout)
     for name, value in signed.items():
         setattr(settings, name, value)

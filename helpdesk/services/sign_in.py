@@ -31,6 +31,7 @@ Owner = SmtpConfig | Mailbox
 CALLBACK_PATH = "/admin/settings/email/oauth/callback"
 FAILURES_FOR_INCIDENT = 3  # sign-in failures in a row (polls, sends) before admins are told
 REFRESH_MARGIN = timedelta(seconds=60)  # refresh this long before the access token expires
+SUCCESS_NOTED_EVERY = timedelta(seconds=60)  # how fresh "last successful sign-in" is kept
 # In one process, one refresh at a time; across processes the row lock (PostgreSQL) or the
 # re-read after a refused refresh (SQLite) keeps the newest refresh token.
 _refreshing = threading.Lock()
@@ -233,14 +234,22 @@ def _forget_tokens(connection: OAuthConnection) -> None:
 
 # --- credential health ------------------------------------------------------------------------
 
-def record_success(owner: Owner) -> None:
-    """Note a successful sign-in; close an open incident with one mail to the admins (caller commits)."""
-    owner.sign_in_ok_at = utcnow()
+def record_success(owner: Owner) -> bool:
+    """Note a successful sign-in; close an open incident with one mail to the admins (caller commits).
+
+    Return whether anything changed: a run of successes is written about once a minute, not on every use.
+    """
+    now = utcnow()
+    if (not owner.sign_in_failures and owner.sign_in_incident_at is None and owner.sign_in_ok_at is not None
+            and now - owner.sign_in_ok_at < SUCCESS_NOTED_EVERY):
+        return False
+    owner.sign_in_ok_at = now
     owner.sign_in_failures = 0
     if owner.sign_in_incident_at is not None:
         owner.sign_in_incident_at = None
         log.warning("%s: signing in works again", owner_key(owner))
         _tell_admins(owner, recovered=True)
+    return True
 
 
 def record_failure(owner: Owner, diagnosis: str, *, certain: bool = False) -> None:

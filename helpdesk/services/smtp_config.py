@@ -88,17 +88,19 @@ def _settings(host: str, port: int, security: str, username: str, password: str,
 
 
 def signed_in() -> None:
-    """Note that Outbound (SMTP) accepted our sign-in (the caller commits)."""
+    """Note that Outbound (SMTP) accepted our sign-in; commit."""
     config = _stored_config()
-    if config is not None and config.username:
-        sign_in.record_success(config)
+    if config is not None and config.username and sign_in.record_success(config):
+        # At once: a send burst must not hold the settings row (other workers note their sign-ins too).
+        db.session.commit()
 
 
 def sign_in_refused(diagnosis: str) -> None:
-    """Note that Outbound (SMTP) refused our sign-in: a person must act (the caller commits)."""
+    """Note that Outbound (SMTP) refused our sign-in, which needs a person; commit."""
     config = _stored_config()
     if config is not None:
         sign_in.record_failure(config, diagnosis, certain=True)
+        db.session.commit()
 
 
 def save_config(form_data: Mapping[str, Any], agent: Agent | None) -> SmtpConfig:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from flask import Flask
-from sqlalchemy import update
+from sqlalchemy import case, update
 
 from helpdesk.extensions import db
 from helpdesk.mail.imap import ImapError, ImapSession
@@ -66,11 +66,10 @@ def watch_mailbox(mailbox_id: int, stop: threading.Event, *, idle_seconds: float
 def _record(mailbox_id: int, state: str, note: str = "") -> None:
     """Write the watch's state on the mailbox row; `push_since` moves only when the state changes."""
     now = utcnow()
-    db.session.execute(update(Mailbox).where(Mailbox.id == mailbox_id, Mailbox.push_state != state)
-                       .values(push_since=now).execution_options(synchronize_session=False))
-    db.session.execute(update(Mailbox).where(Mailbox.id == mailbox_id)
-                       .values(push_state=state, push_note=note[:1000], push_seen_at=now)
-                       .execution_options(synchronize_session=False))
+    db.session.execute(update(Mailbox).where(Mailbox.id == mailbox_id).values(
+        push_state=state, push_note=note[:1000], push_seen_at=now,
+        push_since=case((Mailbox.push_state == state, Mailbox.push_since), else_=now),
+    ).execution_options(synchronize_session=False))
     db.session.commit()
 
 
