@@ -71,28 +71,25 @@ def append(dovecot, folder: str, raw: bytes, user: tuple[str, str] = SUPPORT) ->
         session.append(folder, raw)
 
 
-def mailbox_form(services, folder: str, **overrides) -> dict:
-    data = dict(name="Support", host="127.0.0.1", port=services["HELPDESK_TEST_IMAPS_PORT"], security="ssl",
-                username="", folder=folder, poll_interval="3600", after_processing="seen", verify_tls="y",
-                enabled="y", auth_method="oauth2", oauth_provider="custom", oauth_flow="authorization_code",
+def custom_provider(services, use: str) -> dict:
+    """Return the Authentication fields that choose the test provider as a Custom OAuth 2.0 provider."""
+    return dict(auth_method="oauth2", oauth_provider="custom", oauth_flow="authorization_code",
                 oauth_client_id="helpdesk-test", oauth_client_secret="helpdesk-test-secret",
                 oauth_authorize_url=services["HELPDESK_TEST_OAUTH_URL"] + "/authorize",
                 oauth_token_url=services["HELPDESK_TEST_OAUTH_URL"] + "/token",
-                oauth_scopes="openid email imap offline_access")
-    data.update(overrides)
-    return data
+                oauth_scopes=f"openid email {use} offline_access")
+
+
+def mailbox_form(services, folder: str, **overrides) -> dict:
+    return {**dict(name="Support", host="127.0.0.1", port=services["HELPDESK_TEST_IMAPS_PORT"], security="ssl",
+                   username="", folder=folder, poll_interval="3600", after_processing="seen", verify_tls="y",
+                   enabled="y"), **custom_provider(services, "imap"), **overrides}
 
 
 def outbound_form(services, server, **overrides) -> dict:
-    data = dict(host=server.host, port=str(server.port), security="starttls", username="", verify_tls="y",
-                timeout="10", from_address="support@example.test", from_name="Example Support", save="1",
-                auth_method="oauth2", oauth_provider="custom", oauth_flow="authorization_code",
-                oauth_client_id="helpdesk-test", oauth_client_secret="helpdesk-test-secret",
-                oauth_authorize_url=services["HELPDESK_TEST_OAUTH_URL"] + "/authorize",
-                oauth_token_url=services["HELPDESK_TEST_OAUTH_URL"] + "/token",
-                oauth_scopes="openid email smtp offline_access")
-    data.update(overrides)
-    return data
+    return {**dict(host=server.host, port=str(server.port), security="starttls", username="", verify_tls="y",
+                   timeout="10", from_address="support@example.test", from_name="Example Support", save="1"),
+            **custom_provider(services, "smtp"), **overrides}
 
 
 @pytest.fixture
