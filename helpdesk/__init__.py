@@ -7,7 +7,7 @@ from dotenv import load_dotenv
 from flask import Flask, render_template
 
 from helpdesk import config as config_module
-from helpdesk import notifications
+from helpdesk import notifications, security
 from helpdesk.extensions import csrf, db, htmx, login_manager, migrate
 
 
@@ -16,15 +16,13 @@ def create_app(config: dict | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=True)
     load_dotenv()
     app.config.from_mapping(config_module.from_environment(app.instance_path))
-    app.config.update(
-        SESSION_COOKIE_HTTPONLY=True,
-        SESSION_COOKIE_SAMESITE="Lax",
-        MAX_CONTENT_LENGTH=64 * 1024 * 1024,
-    )
+    app.config.update(MAX_CONTENT_LENGTH=64 * 1024 * 1024)
     if config:
         app.config.update(config)
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"connect_args": {"timeout": 30}})
+        config_module.create_private_sqlite_file(app.config["SQLALCHEMY_DATABASE_URI"])
+    security.init_app(app, config or {})
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(_migrations_dir()))
