@@ -8,7 +8,7 @@ from flask import Flask, render_template
 
 from helpdesk import config as config_module
 from helpdesk import notifications, security
-from helpdesk.extensions import csrf, db, htmx, login_manager, migrate
+from helpdesk.extensions import csrf, db, htmx, limiter, login_manager, migrate
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -27,6 +27,10 @@ def create_app(config: dict | None = None) -> Flask:
     db.init_app(app)
     migrate.init_app(app, db, directory=str(_migrations_dir()))
     csrf.init_app(app)
+    # Sign-in counts live in Redis when there is one, so every console worker sees them.
+    app.config.setdefault("RATELIMIT_STORAGE_URI", app.config.get("REDIS_URL") or "memory://")
+    app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
+    limiter.init_app(app)
     htmx.init_app(app)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
@@ -36,8 +40,11 @@ def create_app(config: dict | None = None) -> Flask:
     from helpdesk.models import Agent
 
     @login_manager.user_loader
-    def load_agent(agent_id: str):
-        return db.session.get(Agent, int(agent_id))
+    def load_agent(cookie_id: str):
+        # "id:token": a cookie from before the last sign-out names an old token and loads no one.
+        agent_id, _, token = cookie_id.partition(":")
+        agent = db.session.get(Agent, int(agent_id)) if agent_id.isdigit() else None
+        return agent if agent is not None and agent.has_session_token(token) else None
 
     _register_blueprints(app)
     notifications.connect()
