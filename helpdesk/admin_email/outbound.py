@@ -32,8 +32,8 @@ def outbound():
         db.session.commit()
         flash("Settings saved", "success")
         if had_password and not saved.password_encrypted and not form.clear_password.data:
-            flash("The stored password was for another server or username and was removed: enter the "
-                  "password for this one.", "warning")
+            flash("The stored password was removed: the server, username, port, security or certificate "
+                  "check changed, and it is only sent the way it was saved. Enter the password again.", "warning")
         return redirect(url_for("admin_email.outbound"))
     return render_template("admin_email/outbound.html", **_page(form, config, result=None))
 
@@ -51,6 +51,10 @@ def outbound_test():
 
 
 def _test(form: OutboundForm, config: SmtpConfig) -> Diagnosis:
+    if smtp_config.needs_password_again(form, config):
+        return Diagnosis(ok=False, kind="credentials", summary=(
+            "The server, username, port, security or certificate check differs from the saved settings: type "
+            "the password again to test. The stored password is only sent the way it was saved."))
     try:
         settings = smtp_config.settings_from_form(form, config)
     except CredentialError as exc:
