@@ -295,3 +295,28 @@ def test_a_new_host_or_username_drops_the_stored_imap_password(app, make_mailbox
     assert mailbox.password_encrypted == ""
     mailboxes.save_mailbox(mailbox, replace(values, host="imap.elsewhere.test", username="x@y.test"), "new-pw", None)
     assert mailboxes.stored_password(mailbox) == "new-pw"
+
+
+def test_a_password_with_accents_gets_a_diagnosis_and_stays_out_of_the_log(admin_client, services, folder, caplog):
+    page = admin_client.auth.post(f"{BASE}/test", form_values(services, folder, username="accents@example.test",
+                                                            password="Pässwörd-nöpe"), headers=HTMX)
+
+    assert page.status_code == 200
+    html = html_module.unescape(page.get_data(as_text=True))
+    assert "refused the login" in html
+    for piece in ("nöpe", "Pässw"):
+        assert piece not in html and piece not in caplog.text
+
+
+def test_switching_tls_verification_off_warns_on_the_page_and_in_the_log(admin_client, services, folder, caplog):
+    page = admin_client.get(BASE).get_data(as_text=True)
+    assert 'id="verify-off-warning"' in page and 'data-warning="verify-off-warning"' in page
+    assert re.search(r'<p id="verify-off-warning"[^>]*hidden', page)  # on by default: the warning waits
+
+    saved = admin_client.auth.post(f"{BASE}/new", form_values(services, folder, verify_tls=None),
+                                   follow_redirects=True).get_data(as_text=True)
+
+    assert re.search(r'<p id="verify-off-warning" class="flash flash-warning" >', saved)
+    assert "Certificate verification is off" in saved
+    assert "TLS certificate verification is off for mailbox" in caplog.text
+    assert "supportpw" not in caplog.text
