@@ -24,7 +24,7 @@ PASSWORD_KEPT = "•••••• (stored — leave blank to keep)"
 @bp.route("/outbound", methods=["GET", "POST"])
 @admin_required
 def outbound():
-    config = smtp_config.get_config()
+    config = smtp_config.stored_or_blank_config()  # save_config adds the row; showing the page writes nothing
     form = OutboundForm(obj=config, test_to=current_user.email)
     if form.validate_on_submit():
         had_password = bool(config.password_encrypted)
@@ -42,7 +42,7 @@ def outbound():
 @admin_required
 def outbound_test():
     """Send a real test mail with the values in the form (saved or not) and show what happened."""
-    config = smtp_config.get_config()
+    config = smtp_config.stored_or_blank_config()
     form = OutboundForm(obj=config)
     result = _test(form, config) if form.validate() else Diagnosis(
         ok=False, kind="form", summary="Fix the fields marked below before testing.")

@@ -46,11 +46,20 @@ def get_config() -> SmtpConfig:
     config = _stored_config()
     if config is None:
         # Flushed, not committed: the caller's transaction decides whether it is kept.
-        config = SmtpConfig(host="", port=587, security="starttls", username="", password_encrypted="",
-                            from_address="", from_name="", verify_tls=True, timeout=15)
+        config = _blank_config()
         db.session.add(config)
         db.session.flush()
     return config
+
+
+def stored_or_blank_config() -> SmtpConfig:
+    """Return the SMTP settings row, or blank settings that are not stored (for showing, never saving)."""
+    return _stored_config() or _blank_config()
+
+
+def _blank_config() -> SmtpConfig:
+    return SmtpConfig(host="", port=587, security="starttls", username="", password_encrypted="",
+                      from_address="", from_name="", verify_tls=True, timeout=15)
 
 
 def is_configured(config: SmtpConfig) -> bool:
