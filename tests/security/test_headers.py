@@ -5,9 +5,26 @@ import re
 import stat
 from pathlib import Path
 
+import pytest
+
 from helpdesk import create_app
 from helpdesk.extensions import db
 from helpdesk.models import OutboundMessage
+
+
+@pytest.fixture
+def other_app(app_config):
+    """Return a factory of apps with more config overrides; their database connections are closed after."""
+    made = []
+
+    def make(**overrides):
+        made.append(create_app({**app_config, **overrides}))
+        return made[-1]
+
+    yield make
+    for app in made:
+        with app.app_context():
+            db.engine.dispose()
 
 
 def policy(response) -> dict[str, str]:
@@ -50,19 +67,19 @@ def test_the_outbox_raw_download_is_never_sniffed(admin_client, make_ticket):
     assert response.headers["Content-Disposition"].startswith("attachment")
 
 
-def test_cookies_are_secure_when_the_console_is_served_over_https(app_config):
-    plain = create_app(app_config)
+def test_cookies_are_secure_when_the_console_is_served_over_https(other_app):
+    plain = other_app()
     assert plain.config["SESSION_COOKIE_SECURE"] is False and plain.config["REMEMBER_COOKIE_SECURE"] is False
 
-    https = create_app({**app_config, "PUBLIC_BASE_URL": "https://help.example.com"})
+    https = other_app(PUBLIC_BASE_URL="https://help.example.com")
 
     assert https.config["SESSION_COOKIE_SECURE"] is True and https.config["REMEMBER_COOKIE_SECURE"] is True
     assert https.config["REMEMBER_COOKIE_SAMESITE"] == "Lax" and https.config["SESSION_COOKIE_SAMESITE"] == "Lax"
     assert https.config["REMEMBER_COOKIE_HTTPONLY"] is True
 
 
-def test_the_remember_cookie_carries_its_flags(app_config, make_agent):
-    app = create_app({**app_config, "PUBLIC_BASE_URL": "https://help.example.com"})
+def test_the_remember_cookie_carries_its_flags(other_app, make_agent):
+    app = other_app(PUBLIC_BASE_URL="https://help.example.com")
     make_agent()
     client = app.test_client()
     page = client.get("/login", base_url="https://help.example.com").get_data(as_text=True)
@@ -78,7 +95,7 @@ def test_the_remember_cookie_carries_its_flags(app_config, make_agent):
         assert "Secure" in cookies[name] and "HttpOnly" in cookies[name] and "SameSite=Lax" in cookies[name], name
 
 
-def test_proxy_headers_are_believed_only_when_proxies_are_configured(app_config):
+def test_proxy_headers_are_believed_only_when_proxies_are_configured(other_app):
     def seen_by(app) -> str:
         @app.route("/_whoami")
         def whoami():
@@ -87,13 +104,13 @@ def test_proxy_headers_are_believed_only_when_proxies_are_configured(app_config)
         return app.test_client().get("/_whoami", headers={"X-Forwarded-For": "203.0.113.9",
                                                           "X-Forwarded-Proto": "https"}).get_data(as_text=True)
 
-    assert seen_by(create_app(app_config)) == "127.0.0.1 http"
-    assert seen_by(create_app({**app_config, "PROXY_COUNT": 1})) == "203.0.113.9 https"
+    assert seen_by(other_app()) == "127.0.0.1 http"
+    assert seen_by(other_app(PROXY_COUNT=1)) == "203.0.113.9 https"
 
 
 def test_a_new_sqlite_database_is_readable_by_its_owner_only(app_config, tmp_path):
     path = tmp_path / "instance" / "helpdesk.sqlite"
-    app = create_app({**app_config, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{path}"})
+    app = create_app({**app_config, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{path}", "S3_ENDPOINT": None})
     with app.app_context():
         db.create_all()
         db.session.execute(db.text("SELECT 1"))
