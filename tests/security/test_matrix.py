@@ -119,45 +119,6 @@ def url_map_lines(app) -> set[tuple[str, str]]:
             for method in rule.methods - {"HEAD", "OPTIONS"}}
 
 
-@pytest.fixture
-def app_config(app_config) -> dict:
-    # The first mail from a sender counts as a loop: the world gets a quarantined mail with its raw bytes.
-    app_config["INBOUND_LOOP_LIMIT"] = 0
-    return app_config
-
-
-@pytest.fixture
-def world(app, make_agent, make_ticket):
-    """One of everything a route can name; returns the values for the rules' placeholders."""
-    from helpdesk.models import Customer, InboundMail, Macro, Mailbox, OutboundMessage
-    from helpdesk.services import invitations
-    from helpdesk.services.attachments import add_attachment
-    from helpdesk.services.ingest import ingest_mail
-
-    make_agent("admin@example.test", role="admin", name="Ada Admin")
-    make_agent("agent@example.test")
-    target = make_agent("other@example.test", name="Otto Other")
-    ticket = make_ticket()
-    attachment = add_attachment(ticket, b"hello", filename="hello.txt", content_type="text/plain")
-    macro = Macro(name="Thanks", body="Thank you, $contact_name.")
-    customer = Customer(name="Acme")
-    mailbox = Mailbox(name="Support", host="", enabled=False)
-    db.session.add_all([macro, customer, mailbox])
-    invitation = invitations.invite("new@example.test", "agent", None)
-    db.session.commit()
-    ingest_mail(b"From: Robot <robot@customer.test>\r\nTo: support@example.test\r\nSubject: Alarm\r\n"
-                b"Message-ID: <alarm@customer.test>\r\n\r\nBeep.\r\n")
-    inbound = db.session.scalar(db.select(InboundMail).filter_by(outcome="quarantined"))
-    outbound = db.session.scalar(db.select(OutboundMessage).order_by(OutboundMessage.id))
-    outbound.raw_sent = b"Subject: Invitation\r\n\r\nHello\r\n"
-    db.session.commit()
-    assert inbound is not None and outbound is not None
-    return {"ticket_id": ticket.id, "attachment_id": attachment.id, "macro_id": macro.id,
-            "contact_id": ticket.contact_id, "customer_id": customer.id, "agent_id": target.id,
-            "mailbox_id": mailbox.id, "inbound_id": inbound.id, "outbound_id": outbound.id,
-            "token": invitations.make_token(invitation), "filename": "helpdesk.css", "kind": "new_ticket"}
-
-
 def url_for_line(line: Line, values: dict) -> str:
     return re.sub(r"<(?:[a-z]+:)?(\w+)>", lambda m: str(values[m.group(1)]), line.rule)
 
