@@ -30,6 +30,9 @@ def create_app(config: dict | None = None) -> Flask:
     # Sign-in counts live in Redis when there is one, so every console worker sees them.
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.config.get("REDIS_URL") or "memory://")
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
+    # Redis down: count in this process rather than refuse every sign-in.
+    app.config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
+    app.config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)
     limiter.init_app(app)
     htmx.init_app(app)
     login_manager.init_app(app)
