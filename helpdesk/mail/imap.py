@@ -502,7 +502,7 @@ def _scrub(text: str, settings: ImapSettings) -> str:
     for secret in (settings.password, settings.oauth_token):
         if secret:
             # A server that echoes the command shows the password as LOGIN sent it: quoted, with
-            # quotes and backslashes escaped. The escaped form goes first: it contains the plain one.
+            # quotes and backslashes escaped. Longest forms first: they contain the shorter ones.
             escaped = secret.replace("\\", "\\\\").replace('"', '\\"')
             # Error texts may also hold the reply as a bytes repr, which escapes them once more.
             as_repr = [repr(form.encode("utf-8"))[2:-1] for form in (escaped, secret)]
