@@ -7,8 +7,8 @@ from dotenv import load_dotenv
 from flask import Flask, render_template
 
 from helpdesk import config as config_module
-from helpdesk import notifications
-from helpdesk.extensions import csrf, db, htmx, login_manager, migrate
+from helpdesk import notifications, security
+from helpdesk.extensions import csrf, db, htmx, limiter, login_manager, migrate
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -16,19 +16,24 @@ def create_app(config: dict | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=True)
     load_dotenv()
     app.config.from_mapping(config_module.from_environment(app.instance_path))
-    app.config.update(
-        SESSION_COOKIE_HTTPONLY=True,
-        SESSION_COOKIE_SAMESITE="Lax",
-        MAX_CONTENT_LENGTH=64 * 1024 * 1024,
-    )
+    app.config.update(MAX_CONTENT_LENGTH=64 * 1024 * 1024)
     if config:
         app.config.update(config)
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"connect_args": {"timeout": 30}})
+        config_module.create_private_sqlite_file(app.config["SQLALCHEMY_DATABASE_URI"])
+    security.init_app(app, config or {})
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(_migrations_dir()))
     csrf.init_app(app)
+    # Sign-in counts live in Redis when there is one, so every console worker sees them.
+    app.config.setdefault("RATELIMIT_STORAGE_URI", app.config.get("REDIS_URL") or "memory://")
+    app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
+    # Redis down: count in this process rather than refuse every sign-in.
+    app.config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
+    app.config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)
+    limiter.init_app(app)
     htmx.init_app(app)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
@@ -38,8 +43,11 @@ def create_app(config: dict | None = None) -> Flask:
     from helpdesk.models import Agent
 
     @login_manager.user_loader
-    def load_agent(agent_id: str):
-        return db.session.get(Agent, int(agent_id))
+    def load_agent(cookie_id: str):
+        # "id:token": a cookie from before the last sign-out names an old token and loads no one.
+        agent_id, _, token = cookie_id.partition(":")
+        agent = db.session.get(Agent, int(agent_id)) if agent_id.isdigit() else None
+        return agent if agent is not None and agent.has_session_token(token) else None
 
     _register_blueprints(app)
     notifications.connect()

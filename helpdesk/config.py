@@ -43,6 +43,12 @@ def from_environment(instance_path: str) -> dict:
         "JOBS_INLINE": _flag(env.get("JOBS_INLINE")),
         # Seconds between send retries after a transient SMTP failure (RQ's Retry intervals).
         "RETRY_INTERVALS": [int(x) for x in env.get("RETRY_INTERVALS", "10,30,60,300,900").split(",")],
+        # How many reverse proxies stand in front of the console; their X-Forwarded-* headers are
+        # believed only then (client address for sign-in throttling, https for cookies and links).
+        "PROXY_COUNT": int(env.get("PROXY_COUNT") or 0),
+        # Failed sign-ins allowed per account and per client address before sign-in is refused for a while.
+        "LOGIN_LIMIT_ACCOUNT": env.get("LOGIN_LIMIT_ACCOUNT") or "10 per 15 minutes",
+        "LOGIN_LIMIT_ADDRESS": env.get("LOGIN_LIMIT_ADDRESS") or "50 per 15 minutes",
     }
 
 
@@ -55,6 +61,21 @@ def _database_url(url: str | None, instance: Path) -> str:
     elif url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     return url
+
+
+def create_private_sqlite_file(url: str) -> None:
+    """Create a SQLite database file that does not exist yet readable by its owner only, as the key files are.
+
+    SQLite gives its -wal and -shm files the mode of the database file, so they stay private too.
+    Other URLs, and files that exist, are left alone.
+    """
+    if not url.startswith("sqlite:///") or url in ("sqlite:///", "sqlite:///:memory:"):
+        return
+    path = Path(url.removeprefix("sqlite:///").split("?", 1)[0])
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600))  # an empty file is an empty database
 
 
 def _instance_secret(instance: Path, name: str, fernet: bool = False) -> str:

@@ -24,8 +24,9 @@ PAGE = "admin_email/inbound.html"
 @bp.route("/inbound")
 @admin_required
 def inbound():
-    mailbox = mailboxes.ensure_default_mailbox()
-    db.session.commit()
+    # A GET only shows: with no mailbox yet, the form of a new one (saved by its Save).
+    mailboxes_now = mailboxes.list_mailboxes()
+    mailbox = mailboxes_now[0] if mailboxes_now else None
     return render_template(PAGE, **_page(mailbox, _form(mailbox)))
 
 
@@ -95,7 +96,9 @@ def inbound_folders(mailbox_id: int | None):
 @bp.route("/inbound/<int:mailbox_id>/status")
 @admin_required
 def inbound_status(mailbox_id: int):
-    return render_htmx(PAGE, "admin_email/_inbound_status.html", **_page(_mailbox(mailbox_id), None))
+    mailbox = _mailbox(mailbox_id)
+    # The full page (a reload, a bookmark) needs the settings form around the status.
+    return render_htmx(PAGE, "admin_email/_inbound_status.html", **_page(mailbox, _form(mailbox)))
 
 
 @bp.route("/inbound/<int:mailbox_id>/poll", methods=["POST"])

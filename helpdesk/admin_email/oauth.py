@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import flash, redirect, request, session, url_for
+from flask import flash, redirect, render_template, request, session, url_for
 from flask_login import current_user
 
 from helpdesk.admin_email.blueprint import bp
@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 _FLOWS = "oauth_flows"  # in the signed session cookie: state -> owner key and PKCE verifier
 _KEEP_FLOWS = 3  # an admin may have a few tabs connecting at once; older ones are dropped
+PROVIDER_NAMES = {"microsoft": "Microsoft", "google": "Google", "custom": "your provider"}
 
 
 def settings_url(owner: Owner) -> str:
@@ -42,7 +43,10 @@ def start(owner: Owner):
     flows = dict(list(session.get(_FLOWS, {}).items())[-(_KEEP_FLOWS - 1):])
     flows[flow.state] = {"owner": sign_in.owner_key(owner), "verifier": flow.code_verifier}
     session[_FLOWS] = flows
-    return redirect(flow.url)
+    # A page that moves on by itself, not a redirect: the console's CSP lets forms post only to the
+    # console itself (form-action 'self'), and browsers apply that to a form's redirects too.
+    return render_template("admin_email/oauth_continue.html", url=flow.url,
+                           provider=PROVIDER_NAMES[owner.oauth_connection.provider])
 
 
 def _connect_app_only(owner: Owner, app: oauth.OAuthApp):

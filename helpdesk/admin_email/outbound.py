@@ -27,7 +27,7 @@ PASSWORD_KEPT = "•••••• (stored — leave blank to keep)"
 @bp.route("/outbound", methods=["GET", "POST"])
 @admin_required
 def outbound():
-    config = smtp_config.get_config()
+    config = smtp_config.stored_or_blank_config()  # save_config adds the row; showing the page writes nothing
     form = _form(config, test_to=current_user.email)
     if form.validate_on_submit():
         had_password = bool(config.password_encrypted)
@@ -38,8 +38,8 @@ def outbound():
             return oauth.start(saved)
         flash("Settings saved", "success")
         if had_password and not saved.password_encrypted and not form.clear_password.data and not form.uses_oauth:
-            flash("The stored password was for another server or username and was removed: enter the "
-                  "password for this one.", "warning")
+            flash("The stored password was removed: the server, username, port, security or certificate "
+                  "check changed, and it is only sent the way it was saved. Enter the password again.", "warning")
         return redirect(url_for("admin_email.outbound"))
     return render_template("admin_email/outbound.html", **_page(form, config, result=None))
 
@@ -48,7 +48,7 @@ def outbound():
 @admin_required
 def outbound_test():
     """Send a real test mail with the values in the form (saved or not) and show what happened."""
-    config = smtp_config.get_config()
+    config = smtp_config.stored_or_blank_config()
     form = _form(config)
     result = _test(form, config) if form.validate() else Diagnosis(
         ok=False, kind="form", summary="Fix the fields marked below before testing.")
@@ -57,6 +57,10 @@ def outbound_test():
 
 
 def _test(form: OutboundForm, config: SmtpConfig) -> Diagnosis:
+    if smtp_config.needs_password_again(form, config):
+        return Diagnosis(ok=False, kind="credentials", summary=(
+            "The server, username, port, security or certificate check differs from the saved settings: type "
+            "the password again to test. The stored password is only sent the way it was saved."))
     try:
         settings = smtp_config.settings_from_form(form, config)
     except CredentialError as exc:

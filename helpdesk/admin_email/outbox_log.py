@@ -48,6 +48,7 @@ def outbox_raw(outbound_id: int):
         abort(404)
     response = Response(message.raw_sent, mimetype="message/rfc822")
     response.headers.set("Content-Disposition", "attachment", filename=f"outbound-{message.id}.eml")
+    response.headers["X-Content-Type-Options"] = "nosniff"
     return response
 
 

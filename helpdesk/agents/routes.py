@@ -96,6 +96,11 @@ def sla():
     form = SlaForm(data={"rows": [{"priority": p.priority, "first_response_minutes": p.first_response_minutes,
                                    "resolution_minutes": p.resolution_minutes} for p in policies]})
     if form.validate_on_submit():
+        if len(form.rows.entries) != len(policies):
+            # A form from before a priority was added, or a hand-made request: nothing to pair up.
+            flash("The form did not carry a row for every priority, so nothing was saved. "
+                  "Reload the page and try again.", "error")
+            return redirect(url_for("agents.sla"))
         for policy, row in zip(policies, form.rows.entries, strict=True):
             policy.first_response_minutes = row.form.first_response_minutes.data
             policy.resolution_minutes = row.form.resolution_minutes.data

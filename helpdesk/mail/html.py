@@ -56,6 +56,45 @@ def sanitise(html: str, cid_urls: dict[str, str] | None = None) -> str:
     )
 
 
+def block_remote_images(html: str) -> tuple[str, int]:
+    """Return sanitised HTML without its images from other sites, and how many there were.
+
+    A remote image loads when the mail is shown and tells its sender when and from where it was
+    read (a tracking pixel). Inline (cid:) images, stored with the mail, and data: images stay.
+    The HTML must already be sanitised: this only takes images out.
+    """
+    if not html:
+        return "", 0
+    blocked = 0
+
+    def drop_remote(tag: str, attribute: str, value: str) -> str | None:
+        nonlocal blocked
+        if tag == "img" and attribute == "src" and not _is_own_url(value):
+            blocked += 1
+            return None
+        return value
+
+    cleaned = nh3.clean(
+        html,
+        tags=set(ALLOWED_TAGS),
+        attributes={tag: set(attrs) for tag, attrs in ALLOWED_ATTRIBUTES.items()},
+        attribute_filter=drop_remote,
+        url_schemes=set(_URL_SCHEMES),
+        link_rel=LINK_REL,
+        strip_comments=True,
+    )
+    return cleaned, blocked
+
+
+def _is_own_url(value: str) -> bool:
+    """Tell whether an image URL points at this site (a stored inline image) or is a data: image."""
+    value = value.strip()
+    if value.lower().startswith("data:"):
+        return True
+    # A path on this site; "//host/x" and "\\host/x" are other sites to a browser.
+    return value.startswith("/") and not value.startswith(("//", "/\\"))
+
+
 def _cid_key(value: str) -> str:
     """Return a Content-ID in the form used as a lookup key: no brackets, URL escapes undone."""
     return unquote(value.strip()).strip().strip("<>").strip().lower()

@@ -234,6 +234,8 @@ class ImapSession:
             try:
                 if s.oauth_token:
                     self._oauth2_login(client)
+                elif not s.password.isascii():
+                    self._login_utf8(client)
                 else:
                     client.login(s.username, s.password)
             except imap_exc.IMAPClientAbortError:
@@ -265,6 +267,19 @@ class ImapSession:
                 raise
             s.oauth_token = fresh
             client.oauth2_login(s.username, fresh)
+
+    def _login_utf8(self, client: IMAPClient) -> None:
+        """Log in with a password LOGIN cannot carry (it is ASCII only): AUTHENTICATE PLAIN sends UTF-8."""
+        if not client.has_capability("AUTH=PLAIN"):
+            # Raised without the encoding error, whose text and object hold the password.
+            raise ImapError(
+                "auth",
+                f"The password has characters other than plain ASCII letters, digits and punctuation, and "
+                f"{_where(self.settings)} offers no login that can carry them (AUTH=PLAIN). Use a password "
+                "without accents or other special letters.",
+                "",
+            )
+        client.plain_login(self.settings.username, self.settings.password)
 
     def close(self) -> None:
         """Log out and drop the connection; never raises."""
@@ -521,7 +536,13 @@ def _scrub(text: str, settings: ImapSettings) -> str:
     """Remove the secrets from text that may be shown to an admin."""
     for secret in (settings.password, settings.oauth_token):
         if secret:
-            text = text.replace(secret, "********")
+            # A server that echoes the command shows the password as LOGIN sent it: quoted, with
+            # quotes and backslashes escaped. Longest forms first: they contain the shorter ones.
+            escaped = secret.replace("\\", "\\\\").replace('"', '\\"')
+            # Error texts may also hold the reply as a bytes repr, which escapes them once more.
+            as_repr = [repr(form.encode("utf-8"))[2:-1] for form in (escaped, secret)]
+            for form in sorted(set((escaped, secret, *as_repr)), key=len, reverse=True):
+                text = text.replace(form, "********")
     return text
 
 

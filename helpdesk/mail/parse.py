@@ -582,7 +582,15 @@ def _filename(part: Message) -> str | None:
     if not name.isascii():
         name = decode_bytes(_to_bytes(name), "utf-8") if _has_surrogates(name) else name
     name = decode_header_text(name)  # many clients put RFC 2047 words in parameters
-    # A filename is a name, not a path: a path in it is a traversal risk downstream.
+    return clean_filename(name)
+
+
+def clean_filename(name: str) -> str | None:
+    """Return the last part of a filename with no path, control characters or leading/trailing dots; None if empty.
+
+    A filename is a name, not a path: a path in it is a traversal risk downstream (a mail client
+    saving it, the store, the mail that carries it on).
+    """
     name = re.split(r"[\\/]", name)[-1]
     name = "".join(ch for ch in name if ch.isprintable()).strip().strip(".")
     return name or None

@@ -1,7 +1,10 @@
 """Agents who answer tickets, and the contacts and customers who write in."""
 from __future__ import annotations
 
+import hmac
+import secrets
 from datetime import datetime
+from functools import cache
 
 from flask_login import UserMixin
 from sqlalchemy import ForeignKey, String, Text
@@ -14,6 +17,12 @@ from helpdesk.models._time import utcnow
 ROLES = ("admin", "agent")
 
 
+@cache
+def _stand_in_hash() -> str:
+    """Return a hash of a random password, made like real ones, to check unknown emails against."""
+    return generate_password_hash(secrets.token_urlsafe(32))
+
+
 class Agent(UserMixin, db.Model):
     __tablename__ = "agents"
 
@@ -24,6 +33,10 @@ class Agent(UserMixin, db.Model):
     role: Mapped[str] = mapped_column(String(20), default="agent")
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Part of the id the session and remember-me cookies carry; replaced at sign-out, which ends
+    # every copy of those cookies.
+    session_token: Mapped[str] = mapped_column(String(64), default=lambda: secrets.token_urlsafe(32),
+                                               server_default="")
 
     @validates("email")
     def _lower_email(self, key, value: str) -> str:
@@ -37,11 +50,35 @@ class Agent(UserMixin, db.Model):
     def is_active(self) -> bool:  # Flask-Login refuses inactive agents
         return self.active
 
+    def get_id(self) -> str:
+        """Return what Flask-Login keeps in the cookies: the id and the current session token."""
+        return f"{self.id}:{self.session_token}"
+
+    def has_session_token(self, token: str) -> bool:
+        """Tell whether a cookie's token is this agent's current one."""
+        return bool(self.session_token) and hmac.compare_digest(self.session_token, token)
+
+    def end_sessions(self) -> None:
+        """Replace the session token: every session and remember-me cookie issued so far stops working."""
+        self.session_token = secrets.token_urlsafe(32)
+
     def set_password(self, password: str) -> None:
         self.password_hash = generate_password_hash(password)
 
     def check_password(self, password: str) -> bool:
         return bool(self.password_hash) and check_password_hash(self.password_hash, password)
+
+    @classmethod
+    def authenticate(cls, email: str, password: str) -> Agent | None:
+        """Return the active agent with this email and password, else None, taking as long either way.
+
+        An unknown email is checked against a stand-in hash: answering it faster would tell
+        which accounts exist.
+        """
+        agent = db.session.scalar(db.select(cls).filter_by(email=email.strip().lower()))
+        stored = agent.password_hash if agent is not None and agent.password_hash else _stand_in_hash()
+        matches = check_password_hash(stored, password)
+        return agent if matches and agent is not None and agent.password_hash and agent.active else None
 
 
 class Invitation(db.Model):

@@ -6,6 +6,7 @@ from typing import BinaryIO
 from flask import current_app
 
 from helpdesk.extensions import db
+from helpdesk.mail.parse import clean_filename
 from helpdesk.models import Attachment, Comment, Ticket
 from helpdesk.models._rows import insert_row
 from helpdesk.storage import AttachmentStore, StoredObject, make_store
@@ -40,5 +41,6 @@ def link_attachment(ticket: Ticket, stored: StoredObject, *, filename: str, cont
     # A Core INSERT (ids only, no collections touched): a poll links hundreds of files in a row.
     return insert_row(Attachment, dict(
         ticket_id=ticket.id, comment_id=comment.id if comment is not None else None,
-        filename=(filename or "attachment")[:255], content_type=(content_type or "application/octet-stream")[:255],
+        # Agents' uploads are named by their browser: cleaned as inbound names are.
+        filename=(clean_filename(filename or "") or "attachment")[:255], content_type=(content_type or "application/octet-stream")[:255],
         size=stored.size, sha256=stored.sha256, storage_key=stored.key, content_id=content_id, inline=inline))

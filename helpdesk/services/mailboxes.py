@@ -1,6 +1,7 @@
 """Support mailboxes: their settings as admins edit them, and the IMAP settings a poll uses."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from flask import current_app
@@ -12,6 +13,8 @@ from helpdesk.mail import route
 from helpdesk.models import Agent, InboundMail, Mailbox, SmtpConfig
 from helpdesk.models._time import utcnow
 from helpdesk.services import credential_box, sign_in
+
+log = logging.getLogger(__name__)
 
 DEFAULT_NAME = "Support"
 POLL_TIMEOUT = 30.0  # seconds per IMAP command while polling
@@ -85,6 +88,10 @@ def save_mailbox(mailbox: Mailbox | None, values: MailboxValues, password: str, 
     mailbox.updated_at = utcnow()
     mailbox.updated_by_id = agent.id if agent is not None else None
     db.session.flush()
+    if not mailbox.verify_tls:
+        # Never the password: who switched the check off, and for which server.
+        log.warning("TLS certificate verification is off for mailbox %s (%s:%s, user %r), saved by agent %s",
+                    mailbox.id, mailbox.host, mailbox.port, mailbox.username, mailbox.updated_by_id)
     return mailbox
 
 

@@ -48,11 +48,20 @@ def get_config() -> SmtpConfig:
     config = _stored_config()
     if config is None:
         # Flushed, not committed: the caller's transaction decides whether it is kept.
-        config = SmtpConfig(host="", port=587, security="starttls", username="", password_encrypted="",
-                            from_address="", from_name="", verify_tls=True, timeout=15)
+        config = _blank_config()
         db.session.add(config)
         db.session.flush()
     return config
+
+
+def stored_or_blank_config() -> SmtpConfig:
+    """Return the SMTP settings row, or blank settings that are not stored (for showing, never saving)."""
+    return _stored_config() or _blank_config()
+
+
+def _blank_config() -> SmtpConfig:
+    return SmtpConfig(host="", port=587, security="starttls", username="", password_encrypted="",
+                      from_address="", from_name="", verify_tls=True, timeout=15, auth_method="password")
 
 
 def is_configured(config: SmtpConfig) -> bool:
@@ -109,8 +118,8 @@ def save_config(form_data: Mapping[str, Any], agent: Agent | None) -> SmtpConfig
     The caller commits.
     """
     config = get_config()
-    moved = ((form_data.get("host") or "").strip().lower() != (config.host or "").lower()
-             or (form_data.get("username") or "").strip().lower() != (config.username or "").lower())
+    moved = _leaves_saved_server(form_data.get("host"), form_data.get("username"), form_data["port"],
+                                 form_data.get("security") or "starttls", form_data.get("verify_tls", True), config)
     config.host = (form_data.get("host") or "").strip()
     config.port = int(form_data["port"])
     config.security = form_data.get("security") or "starttls"
@@ -124,7 +133,7 @@ def save_config(form_data: Mapping[str, Any], agent: Agent | None) -> SmtpConfig
     if password:
         config.password_encrypted = credential_box().seal(password)
     elif form_data.get("clear_password") or moved:
-        # A stored password belongs to its server and account: a new host or username drops it.
+        # A stored password belongs to its server, account and the way it is sent: changing them drops it.
         config.password_encrypted = ""
     config.updated_at = utcnow()
     config.updated_by_id = agent.id if agent is not None else None
@@ -136,9 +145,32 @@ def save_config(form_data: Mapping[str, Any], agent: Agent | None) -> SmtpConfig
     return config
 
 
+def _leaves_saved_server(host: str | None, username: str | None, port: Any, security: str, verify_tls: Any,
+                         stored: SmtpConfig) -> bool:
+    """Tell whether these settings would send the stored password anywhere, or any way, it was not saved for.
+
+    Another port may be another service, another security may be plain text, and switching
+    certificate verification off lets anyone in between read it. Switching verification on is safe.
+    """
+    try:
+        port = int(port)
+    except (TypeError, ValueError):
+        return True
+    return ((host or "").strip().lower() != (stored.host or "").lower()
+            or (username or "").strip().lower() != (stored.username or "").lower()
+            or port != stored.port or security != stored.security
+            or (bool(stored.verify_tls) and not verify_tls))
+
+
 def _points_elsewhere(form: SmtpForm, stored: SmtpConfig) -> bool:
-    host, username = (form.host.data or "").strip().lower(), (form.username.data or "").strip().lower()
-    return host != (stored.host or "").lower() or username != (stored.username or "").lower()
+    return _leaves_saved_server(form.host.data, form.username.data, form.port.data, form.security.data,
+                                form.verify_tls.data, stored)
+
+
+def needs_password_again(form: SmtpForm, stored: SmtpConfig) -> bool:
+    """Tell whether the form left the password blank although the stored one may not be used with its values."""
+    return (not form.password.data and not form.clear_password.data and bool(stored.password_encrypted)
+            and _points_elsewhere(form, stored))
 
 
 def settings_from_form(form: SmtpForm, stored: SmtpConfig) -> SmtpSettings:

@@ -24,3 +24,48 @@ document.addEventListener("submit", function (event) {
     field.dispatchEvent(new Event("input", { bubbles: true }));
   });
 })();
+
+// A list of choices that fills another field (Inbound: a folder picked from the server's list).
+document.addEventListener("change", function (event) {
+  var target = event.target.getAttribute && event.target.getAttribute("data-fills");
+  var field = target && document.getElementById(target);
+  if (field) { field.value = event.target.value; }
+});
+
+// Outbound (SMTP) settings: the port follows the security, presets fill the server, the
+// TLS-verification warning follows its checkbox, Enter in "Send test to" tests.
+(function () {
+  var form = document.getElementById("smtp-form");
+  if (!form) { return; }
+  var ports = JSON.parse(form.getAttribute("data-ports"));
+  var usual = Object.keys(ports).map(function (k) { return String(ports[k]); });
+  var el = form.elements;
+  el.security.addEventListener("change", function () {
+    // A custom port (e.g. 2525) is the admin's choice; only the usual ones follow the security.
+    if (el.port.value === "" || usual.indexOf(el.port.value.trim()) !== -1) { el.port.value = ports[el.security.value]; }
+  });
+  form.querySelectorAll("[data-preset]").forEach(function (button) {
+    button.addEventListener("click", function () {
+      el.host.value = button.dataset.host;
+      el.port.value = button.dataset.port;
+      el.security.value = button.dataset.security;
+      // The big providers refuse or are retiring password sign-in: OAuth 2.0 is their default.
+      form.querySelector("input[name=auth_method][value=oauth2]").checked = true;
+      el.oauth_provider.value = button.dataset.oauthProvider;
+      form.querySelectorAll("[data-preset-note]").forEach(function (note) {
+        note.classList.toggle("chosen", note.dataset.presetNote === button.dataset.preset);
+      });
+      el.username.focus();
+    });
+  });
+  el.test_to.addEventListener("keydown", function (event) {
+    if (event.key === "Enter") { event.preventDefault(); document.getElementById("smtp-test-button").click(); }
+  });
+})();
+
+// A "verify TLS" checkbox shows its warning while it is off (Outbound and Inbound settings).
+document.addEventListener("change", function (event) {
+  var id = event.target.getAttribute && event.target.getAttribute("data-warning");
+  var warning = id && document.getElementById(id);
+  if (warning) { warning.hidden = event.target.checked; }
+});

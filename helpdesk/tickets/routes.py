@@ -1,9 +1,12 @@
 """Agents' ticket screens: list, detail with thread and reply box, macros, attachment downloads."""
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 from flask_login import current_user
+from markupsafe import Markup
 from wtforms.fields.choices import SelectChoice
 
+from helpdesk import security
 from helpdesk.extensions import db
+from helpdesk.mail.html import block_remote_images
 from helpdesk.mail.render import CATALOGUE, MACRO_VARIABLES, render_text, unknown_placeholders
 from helpdesk.models import Agent, Attachment, Contact, Customer, Macro, Ticket, TicketEvent
 from helpdesk.models.tickets import STATUSES
@@ -70,6 +73,20 @@ def new():
 def detail(ticket_id: int):
     ticket = db.get_or_404(Ticket, ticket_id)
     return _detail_page(ticket, ReplyForm())
+
+
+@bp.app_template_global()
+def mail_html(html: str, mail: str) -> tuple[Markup, int]:
+    """Return a mail's stored HTML for the thread, and how many remote images were held back.
+
+    Remote images load only for the mail named by ?remote_images= (its "Show remote images"
+    link); every other mail is shown without them.
+    """
+    if mail and request.args.get("remote_images") == mail:
+        security.allow_remote_images()
+        return Markup(html), 0
+    shown, blocked = block_remote_images(html)
+    return Markup(shown), blocked
 
 
 @bp.route("/tickets/<int:ticket_id>/comments", methods=["POST"])

@@ -1,5 +1,6 @@
 """Every console page renders in a real browser without script errors (screenshots for a human look)."""
 import pytest
+from playwright.sync_api import expect
 
 from helpdesk.services.demo import seed
 
@@ -28,7 +29,7 @@ def test_console_pages_render_without_script_errors(page, live_url, app, screens
     assert page.locator("#ticket-rows tbody tr").count() == 4
     page.get_by_label("Status").select_option("open")
     page.get_by_label("Search titles").fill("invoice")
-    page.wait_for_function("document.querySelectorAll('#ticket-rows tbody tr').length === 1")
+    expect(page.locator("#ticket-rows tbody tr")).to_have_count(1, timeout=30_000)  # no eval: the CSP forbids it
     assert "status=open" in page.url
     for name, path in PAGES.items():
         if path:

@@ -133,3 +133,63 @@ def test_provider_presets_describe_gmail_and_microsoft365():
         assert preset["security"] == "ssl"
     assert "App Password" in PROVIDER_PRESETS["gmail"]["note"]
     assert "OAuth" in PROVIDER_PRESETS["microsoft365"]["note"]
+
+
+@pytest.fixture
+def echoing_server() -> Iterator[int]:
+    """A plain IMAP server that refuses every LOGIN and echoes the command in its reply, as some do."""
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def serve() -> None:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        with conn, conn.makefile("rb") as lines:
+            conn.sendall(b"* OK [CAPABILITY IMAP4rev1] echo ready\r\n")
+            for line in lines:
+                tag, _, rest = line.rstrip(b"\r\n").partition(b" ")
+                if rest.upper().startswith(b"LOGIN"):
+                    conn.sendall(tag + b" NO [AUTHENTICATIONFAILED] Refused: " + rest + b"\r\n")
+                elif rest.upper().startswith(b"CAPABILITY"):
+                    conn.sendall(b"* CAPABILITY IMAP4rev1\r\n" + tag + b" OK done\r\n")
+                elif rest.upper().startswith(b"LOGOUT"):
+                    conn.sendall(b"* BYE\r\n" + tag + b" OK bye\r\n")
+                    return
+                else:
+                    conn.sendall(tag + b" BAD unknown\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    listener.close()
+    thread.join(timeout=5)
+
+
+@pytest.mark.parametrize("password", ['Pw"with-quote-9f3c', "Pw\\with-backslash-9f3c", 'Pw\\"both-9f3c'])
+def test_a_password_the_server_echoes_quoted_is_masked(imap_settings, echoing_server, password):
+    result = diagnose(imap_settings(host="127.0.0.1", port=echoing_server, security="none", password=password))
+
+    assert result.kind == "auth" and "Refused: LOGIN" in result.detail
+    shown = texts(result)
+    assert "********" in shown
+    for piece in ("with-quote", "with-backslash", "both-9f3c"):
+        assert piece not in shown, shown
+
+
+def test_a_password_with_accents_logs_in_with_authenticate_plain(imap_settings):
+    result = diagnose(imap_settings(username="accents@example.test", password="Pässwörd-ü1"))
+
+    assert result.ok, result
+
+
+def test_a_wrong_password_with_accents_is_diagnosed(imap_settings, caplog):
+    result = diagnose(imap_settings(username="accents@example.test", password="Pässwörd-nöpe"))
+
+    assert result.kind == "auth" and "refused the login" in result.summary
+    for piece in ("nöpe", "\xe4", "\xf6"):
+        assert piece not in texts(result) and piece not in caplog.text

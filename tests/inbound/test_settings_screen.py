@@ -35,7 +35,15 @@ def field_errors(html: str, field: str) -> str:
     return html_module.unescape(match.group(1)) if match else ""
 
 
-def test_page_creates_the_default_mailbox_and_shows_the_fields(admin_client):
+def add_blank_mailbox() -> Mailbox:
+    """Add the disabled, unconfigured "Support" mailbox an admin starts from."""
+    mailbox = Mailbox(name="Support", host="", enabled=False)
+    db.session.add(mailbox)
+    db.session.commit()
+    return mailbox
+
+
+def test_page_shows_a_new_mailbox_form_and_writes_nothing(admin_client):
     page = admin_client.get(BASE)
 
     assert page.status_code == 200
@@ -43,14 +51,31 @@ def test_page_creates_the_default_mailbox_and_shows_the_fields(admin_client):
     assert "<title>Inbound (IMAP)" in html and "<h1>Inbound (IMAP)</h1>" in html
     for label in ("Host", "Port", "Username", "Password", "Mailbox"):
         assert re.search(rf"<label for=\"\w+\">{label}</label>", html), label
-    mailbox = only_mailbox()
-    assert (mailbox.name, mailbox.enabled, mailbox.host, mailbox.folder, mailbox.poll_interval) == (
-        "Support", False, "", "INBOX", 120)
-    assert 'hx-trigger="every 10s"' in html and "Poll now" in html
+    assert "New mailbox" in html and f'action="{BASE}/new"' in html
+    assert 'value="Support"' in html and 'value="INBOX"' in html and 'value="120"' in html
     assert "Microsoft 365" in html and "OAuth" in html and "App Password" in html
-    # A second visit does not add another default mailbox.
-    admin_client.get(BASE)
+    # A GET only shows: the mailbox exists once the admin saves it.
+    assert db.session.scalar(db.select(db.func.count(Mailbox.id))) == 0
+
+
+def test_page_shows_the_first_mailbox_and_its_poll_status(admin_client):
+    mailbox = add_blank_mailbox()
+
+    html = admin_client.get(BASE).get_data(as_text=True)
+
+    assert f'action="{BASE}/{mailbox.id}"' in html
+    assert 'hx-trigger="every 10s"' in html and "Poll now" in html
     assert db.session.scalar(db.select(db.func.count(Mailbox.id))) == 1
+
+
+def test_a_full_page_load_of_the_status_url_shows_the_whole_page(admin_client):
+    mailbox = add_blank_mailbox()
+
+    page = admin_client.get(f"{BASE}/{mailbox.id}/status")
+
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "<h1>Inbound (IMAP)</h1>" in html and 'id="inbound-status"' in html and 'id="inbound-form"' in html
 
 
 def test_agents_get_403_everywhere(agent_client, app):
@@ -67,7 +92,7 @@ def test_agents_get_403_everywhere(agent_client, app):
 
 
 def test_save_stores_the_password_encrypted_and_never_shows_it(admin_client, admin, app, services, folder):
-    admin_client.get(BASE)
+    add_blank_mailbox()
     mailbox_id = only_mailbox().id
 
     saved = admin_client.auth.post(f"{BASE}/{mailbox_id}", form_values(services, folder, password="s3cret-Imap-pw"),
@@ -92,7 +117,7 @@ def test_save_stores_the_password_encrypted_and_never_shows_it(admin_client, adm
 
 
 def test_changing_the_folder_resets_the_uid_checkpoint(admin_client, services, folder):
-    admin_client.get(BASE)
+    add_blank_mailbox()
     mailbox = only_mailbox()
     admin_client.auth.post(f"{BASE}/{mailbox.id}", form_values(services, "INBOX"))
     mailbox = only_mailbox()
@@ -117,7 +142,7 @@ def test_changing_the_folder_resets_the_uid_checkpoint(admin_client, services, f
     ("reply_from_address", "not an address", ""),
 ])
 def test_validation_messages_are_shown_beside_the_field(admin_client, services, field, value, message):
-    admin_client.get(BASE)
+    add_blank_mailbox()
     mailbox_id = only_mailbox().id
     overrides = {field: value}
     if field == "move_to_folder":
@@ -132,14 +157,14 @@ def test_validation_messages_are_shown_beside_the_field(admin_client, services, 
 
 
 def test_a_disabled_mailbox_may_be_saved_half_filled(admin_client, services):
-    admin_client.get(BASE)
+    add_blank_mailbox()
     mailbox_id = only_mailbox().id
     admin_client.auth.post(f"{BASE}/{mailbox_id}", form_values(services, "INBOX", enabled=None, host="", password=""))
     assert only_mailbox().enabled is False
 
 
 def test_test_connection_partial_succeeds_against_dovecot(admin_client, services, folder):
-    admin_client.get(BASE)
+    add_blank_mailbox()
     mailbox_id = only_mailbox().id
 
     result = admin_client.auth.post(f"{BASE}/{mailbox_id}/test", form_values(services, folder), headers=HTMX)
@@ -153,7 +178,7 @@ def test_test_connection_partial_succeeds_against_dovecot(admin_client, services
 
 
 def test_test_connection_diagnoses_a_wrong_password(admin_client, services, folder):
-    admin_client.get(BASE)
+    add_blank_mailbox()
     mailbox_id = only_mailbox().id
 
     result = admin_client.auth.post(f"{BASE}/{mailbox_id}/test", form_values(services, folder, password="wrong-pw-42"),
@@ -165,7 +190,7 @@ def test_test_connection_diagnoses_a_wrong_password(admin_client, services, fold
 
 
 def test_test_connection_uses_the_stored_password_only_for_the_same_server(admin_client, services, folder):
-    admin_client.get(BASE)
+    add_blank_mailbox()
     mailbox_id = only_mailbox().id
     admin_client.auth.post(f"{BASE}/{mailbox_id}", form_values(services, folder))
 
@@ -179,7 +204,7 @@ def test_test_connection_uses_the_stored_password_only_for_the_same_server(admin
 
 
 def test_test_connection_without_htmx_renders_the_whole_page(admin_client, services, folder):
-    admin_client.get(BASE)
+    add_blank_mailbox()
     page = admin_client.auth.post(f"{BASE}/{only_mailbox().id}/test", form_values(services, folder))
     html = page.get_data(as_text=True)
     assert "<h1>Inbound (IMAP)</h1>" in html and "Connection works" in html
@@ -187,7 +212,7 @@ def test_test_connection_without_htmx_renders_the_whole_page(admin_client, servi
 
 
 def test_load_folders_lists_the_servers_folders(admin_client, services, folder):
-    admin_client.get(BASE)
+    add_blank_mailbox()
 
     result = admin_client.auth.post(f"{BASE}/{only_mailbox().id}/folders", form_values(services, folder),
                                     headers=HTMX)
@@ -199,7 +224,7 @@ def test_load_folders_lists_the_servers_folders(admin_client, services, folder):
 
 
 def test_load_folders_explains_a_failure(admin_client, services, folder):
-    admin_client.get(BASE)
+    add_blank_mailbox()
     result = admin_client.auth.post(f"{BASE}/{only_mailbox().id}/folders",
                                     form_values(services, folder, port="1", password="x"), headers=HTMX)
     html = result.get_data(as_text=True)
@@ -208,7 +233,7 @@ def test_load_folders_explains_a_failure(admin_client, services, folder):
 
 def test_status_panel_refreshes_itself_and_poll_now_runs_a_poll(admin_client, services, folder, append,
                                                                 customer_mail):
-    admin_client.get(BASE)
+    add_blank_mailbox()
     mailbox_id = only_mailbox().id
     admin_client.auth.post(f"{BASE}/{mailbox_id}", form_values(services, folder))
     append(customer_mail(1), customer_mail(2))
@@ -227,7 +252,7 @@ def test_status_panel_refreshes_itself_and_poll_now_runs_a_poll(admin_client, se
 
 
 def test_presets_fill_in_the_server_and_say_what_to_know(admin_client):
-    admin_client.get(BASE)
+    add_blank_mailbox()
     page = admin_client.auth.post(f"{BASE}/{only_mailbox().id}", {"preset": "microsoft365", "name": "Support",
                                                                   "folder": "INBOX", "port": "143"})
     html = page.get_data(as_text=True)
@@ -237,7 +262,7 @@ def test_presets_fill_in_the_server_and_say_what_to_know(admin_client):
 
 
 def test_add_and_delete_mailboxes(admin_client, services, folder):
-    admin_client.get(BASE)
+    add_blank_mailbox()
     added = admin_client.auth.post(f"{BASE}/new", form_values(services, folder, name="Billing",
                                                               username="billing@example.test",
                                                               password="billingpw"))
@@ -270,3 +295,28 @@ def test_a_new_host_or_username_drops_the_stored_imap_password(app, make_mailbox
     assert mailbox.password_encrypted == ""
     mailboxes.save_mailbox(mailbox, replace(values, host="imap.elsewhere.test", username="x@y.test"), "new-pw", None)
     assert mailboxes.stored_password(mailbox) == "new-pw"
+
+
+def test_a_password_with_accents_gets_a_diagnosis_and_stays_out_of_the_log(admin_client, services, folder, caplog):
+    page = admin_client.auth.post(f"{BASE}/test", form_values(services, folder, username="accents@example.test",
+                                                            password="Pässwörd-nöpe"), headers=HTMX)
+
+    assert page.status_code == 200
+    html = html_module.unescape(page.get_data(as_text=True))
+    assert "refused the login" in html
+    for piece in ("nöpe", "Pässw"):
+        assert piece not in html and piece not in caplog.text
+
+
+def test_switching_tls_verification_off_warns_on_the_page_and_in_the_log(admin_client, services, folder, caplog):
+    page = admin_client.get(BASE).get_data(as_text=True)
+    assert 'id="verify-off-warning"' in page and 'data-warning="verify-off-warning"' in page
+    assert re.search(r'<p id="verify-off-warning"[^>]*hidden', page)  # on by default: the warning waits
+
+    saved = admin_client.auth.post(f"{BASE}/new", form_values(services, folder, verify_tls=None),
+                                   follow_redirects=True).get_data(as_text=True)
+
+    assert re.search(r'<p id="verify-off-warning" class="flash flash-warning" >', saved)
+    assert "Certificate verification is off" in saved
+    assert "TLS certificate verification is off for mailbox" in caplog.text
+    assert "supportpw" not in caplog.text

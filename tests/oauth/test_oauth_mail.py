@@ -6,12 +6,14 @@ the provider's introspection, so an expired, revoked or refreshed-away token is 
 """
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import make_msgid
+from html import unescape
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
@@ -99,8 +101,10 @@ def connect(admin_client, oauth):
 
     def run(url: str, form: dict, user: tuple[str, str] = SUPPORT, answer: str = "yes") -> str:
         pressed = admin_client.auth.post(url, data={**form, "connect": "1"})
-        assert pressed.status_code == 302, pressed.get_data(as_text=True)
-        location = pressed.headers["Location"]
+        html = pressed.get_data(as_text=True)
+        onward = re.search(r'<meta http-equiv="refresh" content="0; url=([^"]+)">', html)
+        assert pressed.status_code == 302 or onward, html
+        location = unescape(onward.group(1)) if onward else pressed.headers["Location"]
         if location.startswith(oauth.base):
             query = dict(p.split("=", 1) for p in urlsplit(location).query.split("&"))
             assert query["code_challenge_method"] == "S256" and query["code_challenge"] and query["state"]

@@ -133,15 +133,33 @@ def test_blank_password_keeps_the_stored_one(admin_client, app):
     admin_client.auth.post(URL, form())
     before = stored().password_encrypted
 
-    # Same host and username (the password belongs to them), other port and verification.
-    response = admin_client.auth.post(URL, form(password="", port="2587", verify_tls=None))
+    # Same server, account, port, security and certificate check: the password still belongs there.
+    response = admin_client.auth.post(URL, form(password="", from_name="Support Team", timeout="20"))
 
     assert response.status_code == 302
     config = stored()
-    assert config.port == 2587
-    assert config.verify_tls is False  # an unticked box is a choice, not "keep"
+    assert (config.from_name, config.timeout) == ("Support Team", 20)
     assert config.password_encrypted == before
     assert CredentialBox(app.config["CREDENTIALS_KEY"]).open(config.password_encrypted) == SECRET
+
+
+@pytest.mark.parametrize("change", [{"port": "2587"}, {"security": "ssl", "port": "465"}, {"security": "none"},
+                                   {"verify_tls": None}])
+def test_another_port_security_or_certificate_check_needs_the_password_again(admin_client, change):
+    admin_client.auth.post(URL, form())
+
+    response = admin_client.auth.post(URL, form(password="", **change), follow_redirects=True)
+
+    assert "The stored password was removed" in response.get_data(as_text=True)
+    assert stored().password_encrypted == ""
+
+
+def test_switching_the_certificate_check_on_keeps_the_password(admin_client):
+    admin_client.auth.post(URL, form(verify_tls=None))
+
+    admin_client.auth.post(URL, form(password=""))
+
+    assert stored().verify_tls is True and stored().password_encrypted
 
 
 def test_a_new_password_replaces_the_stored_one(admin_client, app):
@@ -229,10 +247,10 @@ def test_a_new_host_drops_the_stored_password(admin_client):
             "verify_tls": "y", "timeout": "15"}
     admin_client.auth.post("/admin/settings/email/outbound", form)
     same = admin_client.auth.post("/admin/settings/email/outbound", {**form, "password": ""}, follow_redirects=True)
-    assert "was for another server" not in same.get_data(as_text=True)
+    assert "The stored password was removed" not in same.get_data(as_text=True)
     assert db.session.scalar(db.select(SmtpConfig)).password_encrypted
     moved = admin_client.auth.post("/admin/settings/email/outbound",
                                    {**form, "password": "", "host": "mail.elsewhere.test"}, follow_redirects=True)
-    assert "was for another server or username and was removed" in moved.get_data(as_text=True)
+    assert "The stored password was removed" in moved.get_data(as_text=True)
     db.session.expire_all()
     assert db.session.scalar(db.select(SmtpConfig)).password_encrypted == ""

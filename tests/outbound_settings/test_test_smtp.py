@@ -188,3 +188,17 @@ def test_the_stored_password_never_goes_to_another_server(admin_client, smtp_ser
         "timeout": "10", "test_to": "admin@example.test"}, headers={"HX-Request": "true"}).get_data(as_text=True)
     assert "Test failed" in html
     assert other.received == []
+
+
+def test_a_test_on_another_port_or_security_asks_for_the_password_again(admin_client, smtp_server):
+    real = smtp_server("starttls")
+    other_port = smtp_server("starttls")
+    admin_client.auth.post(URL, form_for(real))
+
+    for change in ({"port": str(other_port.port)}, {"verify_tls": None}, {"security": "none"}):
+        html = run_test(admin_client, form_for(real, password="", **change))
+        assert "type the password again to test" in html, change
+    assert real.connections == 0 and other_port.connections == 0
+    # Typed again, it is used.
+    assert "Test message sent" in run_test(admin_client, form_for(real, port=str(other_port.port),
+                                                                  host=other_port.host))

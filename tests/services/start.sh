@@ -23,7 +23,9 @@ OAUTH_INTROSPECT=http://dovecot:dovecot-secret@127.0.0.1:$P_OAUTH_HTTP/introspec
 
 # Dovecot: standalone config, Maildir owned by the mail user, no failed-login penalty.
 I=$ST/imap; mkdir -p "$I"; install -d -o mail -g mail -m 0750 "$I/mail"
-printf '%s\n' 'support@example.test:{PLAIN}supportpw' 'billing@example.test:{PLAIN}billingpw' > "$I/users"
+# accents@: a password LOGIN cannot carry (non-ASCII), for the AUTHENTICATE PLAIN path.
+printf '%s\n' 'support@example.test:{PLAIN}supportpw' 'billing@example.test:{PLAIN}billingpw' \
+  'accents@example.test:{PLAIN}Pässwörd-ü1' > "$I/users"
 cat > "$I/oauth2.conf.ext" <<EOC
 introspection_mode = post
 introspection_url = $OAUTH_INTROSPECT
