@@ -87,7 +87,8 @@ class OutboundMessage(db.Model):
 
     __tablename__ = "outbound_messages"
     __table_args__ = (Index("ix_outbound_messages_status_created", "status", "created_at"),
-                      Index("ix_outbound_messages_recipient_created", "recipient", "created_at"))
+                      Index("ix_outbound_messages_recipient_created", "recipient", "created_at"),
+                      Index("ix_outbound_messages_created", "created_at", "id"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id", ondelete="SET NULL"), index=True)
@@ -126,7 +127,9 @@ class InboundMail(db.Model):
     __tablename__ = "inbound_mails"
     __table_args__ = (UniqueConstraint("channel", "dedupe_key", name="uq_inbound_mails_channel_dedupe"),
                       Index("ix_inbound_mails_outcome_created", "outcome", "created_at"),
-                      Index("ix_inbound_mails_sender_created", "sender", "created_at"))
+                      Index("ix_inbound_mails_sender_created", "sender", "created_at"),
+                      Index("ix_inbound_mails_created", "created_at", "id"),
+                      Index("ix_inbound_mails_mailbox_created", "mailbox_id", "created_at", "id"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     channel: Mapped[str] = mapped_column(String(40))  # "mailbox:<id>" or "cli"
