@@ -80,3 +80,23 @@ def alphabetical(query: Select, name_column, id_column, *, after: str | None = N
     last = rows[per_page - 1] if len(rows) > per_page else None
     next_cursor = f"{getattr(last, name_column.key)}\x1f{last.id}" if last is not None else None
     return KeysetPage(rows[:per_page], next_cursor, total)
+
+
+def searched_log(query: Select, model, log: int, words: str, *, before: str | None = None,
+                 per_page: int = 50) -> KeysetPage:
+    """Return a page of log rows whose subject, addresses or Message-ID hold `words`, newest first.
+
+    The full-text index names the newest matches older than the cursor; the filters then apply
+    to those few rows only (a page can come out shorter than `per_page`, "load older" goes on).
+    """
+    from helpdesk import search
+
+    position = parse_cursor(before)
+    ids = search.log_matches(words, log, before_id=position[1] if position else None, limit=per_page * 4)
+    rows = db.session.scalars(query.where(model.id.in_(ids or [-1]))
+                              .order_by(model.created_at.desc(), model.id.desc())).all()
+    if ids and len(ids) == per_page * 4:
+        oldest = db.session.get(model, ids[-1])
+        rows = [r for r in rows if (r.created_at, r.id) >= (oldest.created_at, oldest.id)]
+        return KeysetPage(rows, cursor_of(oldest.created_at, oldest.id), None)
+    return KeysetPage(rows, None, None)
