@@ -27,6 +27,8 @@ SEARCH_TABLES = ("ticket_search", "mail_log_search")
 MAX_DOCUMENTS = 1000
 _START, _STOP = "\x02", "\x03"
 _WORD = re.compile(r"\w+")
+_MASKS = "\ue000\ue001\ue002"
+_UNMASK = str.maketrans(_MASKS, "<>&")
 
 
 def is_search_table(name: str) -> bool:
@@ -126,9 +128,11 @@ def _snippets(docs: list[int], expression: str, postgres: bool) -> dict[int, tup
     listed = ", ".join(f":d{i}" for i in range(len(docs)))
     if postgres:
         params["options"] = f"StartSel={_START}, StopSel={_STOP}, MaxWords=30, MinWords=12, MaxFragments=2"
+        params["masks"] = _MASKS
+        # The headline drops what looks like markup ("<today>"): those characters go in masked, come back after.
         sql = (f"SELECT doc, internal, title <> '' AND to_tsvector('{LANGUAGE}', title) @@ q AS in_title, "
-               f"ts_headline('{LANGUAGE}', CASE WHEN title <> '' AND to_tsvector('{LANGUAGE}', title) @@ q "
-               "THEN title ELSE body END, q, :options) AS excerpt "
+               f"ts_headline('{LANGUAGE}', translate(CASE WHEN title <> '' AND to_tsvector('{LANGUAGE}', title) @@ q "
+               "THEN title ELSE body END, '<>&', :masks), q, :options) AS excerpt "
                f"FROM ticket_search, to_tsquery('{LANGUAGE}', :q) AS q WHERE doc IN ({listed})")
     else:
         sql = ("SELECT rowid AS doc, internal, "
@@ -156,7 +160,7 @@ def _kind(doc: int, internal: bool, in_title: bool) -> str:
 
 def highlighted(excerpt: str) -> Markup:
     """Escape an excerpt and turn the engine's match markers into <mark> elements."""
-    escaped = str(escape(excerpt.replace("\n", " ")))
+    escaped = str(escape(excerpt.replace("\n", " ").translate(_UNMASK)))
     return Markup(escaped.replace(_START, "<mark>").replace(_STOP, "</mark>"))
 
 
