@@ -25,7 +25,8 @@ def inbound_log():
         query = query.where(InboundMail.mailbox_id == int(filters["mailbox"]))
     before = request.args.get("before")
     if filters["q"]:
-        page = listing.searched_log(query, InboundMail, search.LOG_INBOUND, filters["q"], before=before)
+        page = listing.searched_log(query, InboundMail, search.LOG_INBOUND, filters["q"], address=InboundMail.sender,
+                                    message_id=InboundMail.message_id, before=before)
     else:
         page = listing.newest_first(query, InboundMail, before=before, per_page=50, count=not before)
     more_url = url_for("admin_email.inbound_log", **{**request.args, "before": page.next_cursor}) \

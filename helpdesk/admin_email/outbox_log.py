@@ -34,7 +34,8 @@ def outbox():
         status = ""
     before = request.args.get("before")
     if q:
-        page = listing.searched_log(query, OutboundMessage, search.LOG_OUTBOUND, q, before=before, per_page=25)
+        page = listing.searched_log(query, OutboundMessage, search.LOG_OUTBOUND, q, address=OutboundMessage.recipient,
+                                    message_id=OutboundMessage.message_id, before=before, per_page=25)
     else:
         page = listing.newest_first(query, OutboundMessage, before=before, count=not before)
     more_url = url_for("admin_email.outbox", **{**request.args, "before": page.next_cursor}) \

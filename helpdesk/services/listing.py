@@ -5,13 +5,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select, tuple_
+import re
+
+from sqlalchemy import Select, func, or_, select, tuple_
 
 from helpdesk.extensions import db
 
 # Counting stops here: past it a list says "more than 10,000" instead of reading a million rows.
 COUNT_CAP = 10_000
 _CURSOR_TIME = "%Y%m%dT%H%M%S.%f"
+_WHOLE_ADDRESS = re.compile(r"<?[^\s<>@]+@[^\s<>@]+>?")
 
 
 @dataclass
@@ -82,15 +85,22 @@ def alphabetical(query: Select, name_column, id_column, *, after: str | None = N
     return KeysetPage(rows[:per_page], next_cursor, total)
 
 
-def searched_log(query: Select, model, log: int, words: str, *, before: str | None = None,
-                 per_page: int = 50) -> KeysetPage:
+def searched_log(query: Select, model, log: int, words: str, *, address, message_id,
+                 before: str | None = None, per_page: int = 50) -> KeysetPage:
     """Return a page of log rows whose subject, addresses or Message-ID hold `words`, newest first.
 
-    The full-text index names the newest matches older than the cursor; the filters then apply
-    to those few rows only (a page can come out shorter than `per_page`, "load older" goes on).
+    One whole address or Message-ID is looked up in the B-tree indexes of `address` and
+    `message_id`. Other words go to the full-text index, which names the newest matches older
+    than the cursor; the filters then apply to those few rows only (a page can come out
+    shorter than `per_page`, "load older" goes on).
     """
     from helpdesk import search
 
+    term = words.strip()
+    if _WHOLE_ADDRESS.fullmatch(term):
+        bare = term.strip("<>")
+        exact = query.where(or_(address == bare.lower(), message_id.in_((bare, f"<{bare}>"))))
+        return newest_first(exact, model, before=before, per_page=per_page, count=False)
     position = parse_cursor(before)
     ids = search.log_matches(words, log, before_id=position[1] if position else None, limit=per_page * 4)
     rows = db.session.scalars(query.where(model.id.in_(ids or [-1]))

@@ -10,6 +10,7 @@ kept in step by triggers, so no code that writes tickets, comments, contacts, at
 log rows has to know about them: SQLite keeps them in FTS5 tables, PostgreSQL in tables with
 a generated tsvector column and a GIN index. Their layout is described in helpdesk/search.py.
 """
+import sqlalchemy as sa
 from alembic import op
 
 from helpdesk.search import (LOG_INBOUND, LOG_OUTBOUND, LANGUAGE, KIND_ATTACHMENT, KIND_COMMENT,
@@ -26,6 +27,7 @@ INDEXES = [
     ('tickets', 'ix_tickets_assignee_created', ['assignee_id', 'created_at', 'id']),
     ('inbound_mails', 'ix_inbound_mails_created', ['created_at', 'id']),
     ('inbound_mails', 'ix_inbound_mails_mailbox_created', ['mailbox_id', 'created_at', 'id']),
+    ('inbound_mails', 'ix_inbound_mails_message_id', ['message_id']),
     ('outbound_messages', 'ix_outbound_messages_created', ['created_at', 'id']),
     ('contacts', 'ix_contacts_name', ['name', 'id']),
 ]
@@ -222,9 +224,19 @@ CREATE TRIGGER mail_log_search_outbound AFTER INSERT OR DELETE OR UPDATE OF subj
 """
 
 
+# Retention reads only the rows whose raw bytes are still kept.
+PARTIAL_INDEXES = [
+    ('outbound_messages', 'ix_outbound_messages_raw_kept', ['created_at'], 'raw_sent IS NOT NULL'),
+    ('inbound_mails', 'ix_inbound_mails_raw_kept', ['raw_key'], 'raw_key IS NOT NULL'),
+]
+
+
 def upgrade():
     for table, name, columns in INDEXES:
         op.create_index(name, table, columns, unique=False)
+    for table, name, columns, where in PARTIAL_INDEXES:
+        op.create_index(name, table, columns, unique=False, sqlite_where=sa.text(where),
+                        postgresql_where=sa.text(where))
     if op.get_bind().dialect.name == 'postgresql':
         op.execute(_pg_ticket_search())
     else:
@@ -254,7 +266,7 @@ def downgrade():
                 op.execute(f"DROP TRIGGER mail_log_search_{table}_{suffix}")
         op.execute("DROP TABLE ticket_search")
         op.execute("DROP TABLE mail_log_search")
-    for table, name, _columns in reversed(INDEXES):
+    for table, name, *_rest in reversed(INDEXES + PARTIAL_INDEXES):
         op.drop_index(name, table_name=table)
 
 
