@@ -176,12 +176,12 @@ def fill(db, sizes: dict) -> float:
     O = sizes["outbound"]
     run(f"INSERT INTO outbound_messages (ticket_id, kind, automatic, recipient, \"to\", cc, from_address, from_name, "
         f"subject, text_body, headers, attachment_ids, message_id, \"references\", status, attempts, last_error, "
-        f"server_reply, raw_sent, created_at, sent_at, updated_at) "
+        f"server_reply, raw_sent, raw_size, created_at, sent_at, updated_at) "
         f"SELECT {t0} + n % {T}, 'agent_reply', FALSE, 'c' || (n % {C}) || '@client.example', "
         f"'c' || (n % {C}) || '@client.example', '', 'support@helpdesk.bench', 'Support', "
         f"'[#' || n || '] ' || w1.w || ' ' || w2.w, 'Hello, about the ' || w1.w, '{{}}', '[]', "
         f"'<o' || n || '@helpdesk.bench>', '', 'sent', 1, '', '250 OK', "
-        f"CASE WHEN n % 3 = 0 THEN {_blob(600)} ELSE NULL END, "
+        f"CASE WHEN n % 3 = 0 THEN {_blob(600)} ELSE NULL END, CASE WHEN n % 3 = 0 THEN 600 ELSE NULL END, "
         f"{_ago(f'({O} - n) * 40')}, {_ago(f'({O} - n) * 40')}, {_ago(f'({O} - n) * 40')} "
         f"FROM {_seq(O)} {word('n * 59', 'w1')} {word('n * 61 + 1', 'w2')}")
     # One comment holds the rare word.

@@ -47,13 +47,16 @@ def _dialect() -> str:
 
 
 def match_expression(query: str) -> str | None:
-    """Return the query in the engine's own syntax: all words, the last one also as a prefix."""
+    """Return the query in the engine's own syntax: every word, whole (stemmed the same way as the text).
+
+    No prefix matching: SQLite merges a prefix's terms again for every row it highlights.
+    """
     found = words(query)
     if not found:
         return None
     if _dialect() == "postgresql":
-        return " & ".join(found[:-1] + [found[-1] + ":*"])
-    return " ".join(f'"{w}"' for w in found[:-1]) + f' "{found[-1]}"*'
+        return " & ".join(found)
+    return " ".join(f'"{w}"' for w in found)
 
 
 @dataclass

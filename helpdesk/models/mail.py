@@ -90,8 +90,8 @@ class OutboundMessage(db.Model):
                       Index("ix_outbound_messages_recipient_created", "recipient", "created_at"),
                       Index("ix_outbound_messages_created", "created_at", "id"),
                       # Retention reads only the mails whose bytes are still kept.
-                      Index("ix_outbound_messages_raw_kept", "created_at", sqlite_where=text("raw_sent IS NOT NULL"),
-                            postgresql_where=text("raw_sent IS NOT NULL")))
+                      Index("ix_outbound_messages_raw_kept", "created_at", "raw_size",
+                            sqlite_where=text("raw_size IS NOT NULL"), postgresql_where=text("raw_size IS NOT NULL")))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id", ondelete="SET NULL"), index=True)
@@ -116,6 +116,7 @@ class OutboundMessage(db.Model):
     last_error: Mapped[str] = mapped_column(Text, default="")
     server_reply: Mapped[str] = mapped_column(Text, default="")
     raw_sent: Mapped[bytes | None] = mapped_column(LargeBinary)  # the exact mail as sent
+    raw_size: Mapped[int | None]  # its length while it is kept: retention sums these, not the bytes
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -57,8 +57,8 @@ def cutoff(now: datetime | None = None) -> datetime:
 
 
 def _sent(*conditions):
-    return db.session.execute(db.select(func.count(), func.coalesce(func.sum(func.length(OutboundMessage.raw_sent)), 0))
-                              .where(OutboundMessage.raw_sent.is_not(None), *conditions)).one()
+    return db.session.execute(db.select(func.count(), func.coalesce(func.sum(OutboundMessage.raw_size), 0))
+                              .where(OutboundMessage.raw_size.is_not(None), *conditions)).one()
 
 
 def _inbound(*conditions):
@@ -95,13 +95,13 @@ def drop_old_raw_mail(now: datetime | None = None) -> RawMailTotals:
     before = cutoff(now)
     dropped = RawMailTotals(0, 0, 0, 0)
     while True:
-        rows = db.session.execute(db.select(OutboundMessage.id, func.length(OutboundMessage.raw_sent))
-                                  .where(OutboundMessage.raw_sent.is_not(None), *_due_sent(before))
+        rows = db.session.execute(db.select(OutboundMessage.id, OutboundMessage.raw_size)
+                                  .where(OutboundMessage.raw_size.is_not(None), *_due_sent(before))
                                   .limit(BATCH)).all()
         if not rows:
             break
         db.session.execute(update(OutboundMessage).where(OutboundMessage.id.in_([r[0] for r in rows]))
-                           .values(raw_sent=None).execution_options(synchronize_session=False))
+                           .values(raw_sent=None, raw_size=None).execution_options(synchronize_session=False))
         db.session.commit()
         dropped.sent_count += len(rows)
         dropped.sent_bytes += sum(r[1] or 0 for r in rows)

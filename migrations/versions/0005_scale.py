@@ -37,7 +37,7 @@ INDEXES = [
 _SQLITE_TICKET_SEARCH = f"""
 CREATE VIRTUAL TABLE ticket_search USING fts5(
     title, body, ticket_id UNINDEXED, contact_id UNINDEXED, internal UNINDEXED,
-    tokenize = 'unicode61 remove_diacritics 2');
+    tokenize = 'porter unicode61 remove_diacritics 2');
 
 CREATE TRIGGER ticket_search_ticket_ai AFTER INSERT ON tickets BEGIN
   INSERT INTO ticket_search(rowid, title, body, ticket_id, contact_id, internal)
@@ -226,12 +226,15 @@ CREATE TRIGGER mail_log_search_outbound AFTER INSERT OR DELETE OR UPDATE OF subj
 
 # Retention reads only the rows whose raw bytes are still kept.
 PARTIAL_INDEXES = [
-    ('outbound_messages', 'ix_outbound_messages_raw_kept', ['created_at'], 'raw_sent IS NOT NULL'),
+    ('outbound_messages', 'ix_outbound_messages_raw_kept', ['created_at', 'raw_size'], 'raw_size IS NOT NULL'),
     ('inbound_mails', 'ix_inbound_mails_raw_kept', ['raw_key'], 'raw_key IS NOT NULL'),
 ]
 
 
 def upgrade():
+    with op.batch_alter_table('outbound_messages') as batch_op:
+        batch_op.add_column(sa.Column('raw_size', sa.Integer(), nullable=True))
+    op.execute('UPDATE outbound_messages SET raw_size = length(raw_sent) WHERE raw_sent IS NOT NULL')
     for table, name, columns in INDEXES:
         op.create_index(name, table, columns, unique=False)
     for table, name, columns, where in PARTIAL_INDEXES:
@@ -268,6 +271,8 @@ def downgrade():
         op.execute("DROP TABLE mail_log_search")
     for table, name, *_rest in reversed(INDEXES + PARTIAL_INDEXES):
         op.drop_index(name, table_name=table)
+    with op.batch_alter_table('outbound_messages') as batch_op:
+        batch_op.drop_column('raw_size')
 
 
 def _statements(script: str) -> list[str]:

@@ -93,6 +93,7 @@ def old_and_new_mail(app):
         rows[f"sent_{name}"] = OutboundMessage(kind="test", recipient="a@x.test", to="a@x.test", subject=name,
                                                message_id=f"<{name}@helpdesk.test>", status="sent",
                                                raw_sent=b"Subject: " + name.encode() + b"\r\n\r\nhi\r\n",
+                                               raw_size=len(name) + 17,
                                                created_at=created, sent_at=created)
         for outcome in ("created", "quarantined"):
             key = store.put(f"Subject: {name} {outcome}\r\n\r\nbody".encode(), content_type="message/rfc822").key
@@ -116,6 +117,7 @@ def test_retention_drops_old_raw_bytes_and_keeps_log_rows_and_quarantined_mail(a
     assert db.session.scalar(db.select(db.func.count()).select_from(OutboundMessage)) == 2
     assert db.session.scalar(db.select(db.func.count()).select_from(InboundMail)) == 4
     assert rows["sent_old"].raw_sent is None and rows["sent_new"].raw_sent is not None
+    assert rows["sent_old"].raw_size is None and rows["sent_new"].raw_size == len(rows["sent_new"].raw_sent)
     assert rows["created_old"].raw_key is None and rows["created_new"].raw_key == keys["created_new"]
     assert rows["quarantined_old"].raw_key == keys["quarantined_old"]
     with pytest.raises(StorageError):
