@@ -38,7 +38,8 @@ from sqlalchemy import create_engine, text  # noqa: E402
 DATABASE = os.environ.get("HELPDESK_TEST_DATABASE", "sqlite")
 FULL = dict(customers=2_000, contacts=20_000, tickets=200_000, comments=600_000, attachments=60_000,
             inbound=1_000_000, outbound=300_000)
-DEMO = dict(customers=5, contacts=20, tickets=40, comments=120, attachments=12, inbound=200, outbound=60)
+# Enough rows that every list's first page is full, as it is on the large database.
+DEMO = dict(customers=20, contacts=100, tickets=600, comments=1_800, attachments=60, inbound=300, outbound=100)
 RARE, COMMON = "quixotically", "shipment"
 SYLLABLES = ["ba", "ko", "ri", "tu", "me", "la", "po", "sen", "dar", "vi", "no", "gel", "fa", "zu", "mor", "tin"]
 
@@ -228,14 +229,14 @@ def pages(app, db, thread_id: int) -> dict[str, str]:
         total = db.session.scalar(db.select(db.func.count(Ticket.id)))
         deep = db.session.execute(db.select(Ticket.created_at, Ticket.id)
                                   .order_by(Ticket.created_at.desc(), Ticket.id.desc())
-                                  .offset(min(total - 1, 100_000)).limit(1)).one()
+                                  .offset(min(total - 26, 100_000)).limit(1)).one()
         customer = db.session.scalar(db.select(Customer.name).order_by(Customer.id.desc()).limit(1))
         sender = db.session.scalar(db.select(InboundMail.sender).order_by(InboundMail.id.desc()).limit(1))
         recipient = db.session.scalar(db.select(OutboundMessage.recipient).order_by(OutboundMessage.id.desc()).limit(1))
     email = "/admin/settings/email"
     return {
         "Tickets, first page": "/tickets",
-        "Tickets, deep page (load older at row 100,000)": f"/tickets?before={cursor_of(*deep)}",
+        "Tickets, deep page (load older from row 100,000)": f"/tickets?before={cursor_of(*deep)}",
         "Tickets, not resolved": "/tickets?status=open",
         "Tickets, one customer": f"/tickets?customer={customer}",
         f"Tickets, search for a rare word ({RARE})": f"/tickets?q={RARE}",

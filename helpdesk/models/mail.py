@@ -135,8 +135,8 @@ class InboundMail(db.Model):
                       Index("ix_inbound_mails_created", "created_at", "id"),
                       Index("ix_inbound_mails_mailbox_created", "mailbox_id", "created_at", "id"),
                       Index("ix_inbound_mails_message_id", "message_id"),
-                      Index("ix_inbound_mails_raw_kept", "raw_key", sqlite_where=text("raw_key IS NOT NULL"),
-                            postgresql_where=text("raw_key IS NOT NULL")))
+                      Index("ix_inbound_mails_raw_kept", "created_at", "outcome", "size", "raw_key",
+                            sqlite_where=text("raw_key IS NOT NULL"), postgresql_where=text("raw_key IS NOT NULL")))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     channel: Mapped[str] = mapped_column(String(40))  # "mailbox:<id>" or "cli"

@@ -227,7 +227,7 @@ CREATE TRIGGER mail_log_search_outbound AFTER INSERT OR DELETE OR UPDATE OF subj
 # Retention reads only the rows whose raw bytes are still kept.
 PARTIAL_INDEXES = [
     ('outbound_messages', 'ix_outbound_messages_raw_kept', ['created_at', 'raw_size'], 'raw_size IS NOT NULL'),
-    ('inbound_mails', 'ix_inbound_mails_raw_kept', ['raw_key'], 'raw_key IS NOT NULL'),
+    ('inbound_mails', 'ix_inbound_mails_raw_kept', ['created_at', 'outcome', 'size', 'raw_key'], 'raw_key IS NOT NULL'),
 ]
 
 
