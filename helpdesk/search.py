@@ -24,8 +24,8 @@ LOG_INBOUND, LOG_OUTBOUND = 0, 1
 LANGUAGE = "english"  # PostgreSQL's stemming of ticket text; the logs use 'simple'
 SEARCH_TABLES = ("ticket_search", "mail_log_search")
 # A search ranks at most the newest this many matching documents: a word found in a hundred
-# thousand comments costs no more than one found in two thousand.
-MAX_DOCUMENTS = 2000
+# thousand comments costs no more than one found in a thousand.
+MAX_DOCUMENTS = 1000
 _START, _STOP = "\x02", "\x03"
 _WORD = re.compile(r"\w+")
 _MASKS = "\ue000\ue001\ue002"

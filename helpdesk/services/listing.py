@@ -9,6 +9,7 @@ import re
 
 from sqlalchemy import Select, func, or_, select, tuple_
 
+from helpdesk import search
 from helpdesk.extensions import db
 
 # Counting stops here: past it a list says "more than 10,000" instead of reading a million rows.
@@ -94,8 +95,6 @@ def searched_log(query: Select, model, log: int, words: str, *, address, message
     than the cursor; the filters then apply to those few rows only (a page can come out
     shorter than `per_page`, "load older" goes on).
     """
-    from helpdesk import search
-
     term = words.strip()
     if _WHOLE_ADDRESS.fullmatch(term):
         bare = term.strip("<>")

@@ -35,15 +35,7 @@ def index():
     context = dict(filters=filters, customer=customer, agents=_agents(), statuses=STATUSES,
                    mailboxes=list_mailboxes())
     if filters["q"]:
-        results = search.search_tickets(filters["q"], statuses=_statuses(filters["status"]),
-                                        customer_id=customer.id if customer else _no_customer(filters),
-                                        mailbox_id=int(filters["mailbox"]) if filters["mailbox"].isdigit() else None,
-                                        page=max(request.args.get("page", 1, type=int), 1))
-        tickets = _with_people(db.select(Ticket).where(Ticket.id.in_([h.ticket_id for h in results.hits])))
-        by_id = {t.id: t for t in db.session.scalars(tickets)}
-        rows = [(by_id[h.ticket_id], h) for h in results.hits if h.ticket_id in by_id]
-        more_url = _more_url(page=results.page + 1) if results.has_next else None
-        context.update(rows=rows, results=results, more_url=more_url)
+        context.update(_search_rows(filters, customer))
     else:
         page = listing.newest_first(_with_people(_filtered(filters, customer)), Ticket,
                                     before=request.args.get("before"), count=not more)
@@ -51,6 +43,19 @@ def index():
         context.update(rows=[(t, None) for t in page.items], page=page, more_url=more_url)
     partial = "tickets/_ticket_page.html" if more else "tickets/_ticket_rows.html"
     return render_htmx("tickets/index.html", partial, **context)
+
+
+def _search_rows(filters: dict, customer: Customer | None) -> dict:
+    """Return a page of search results: the tickets, each with the excerpt that matched."""
+    results = search.search_tickets(filters["q"], statuses=_statuses(filters["status"]),
+                                    customer_id=customer.id if customer else _no_customer(filters),
+                                    mailbox_id=int(filters["mailbox"]) if filters["mailbox"].isdigit() else None,
+                                    page=max(request.args.get("page", 1, type=int), 1))
+    tickets = _with_people(db.select(Ticket).where(Ticket.id.in_([h.ticket_id for h in results.hits])))
+    by_id = {t.id: t for t in db.session.scalars(tickets)}
+    rows = [(by_id[h.ticket_id], h) for h in results.hits if h.ticket_id in by_id]
+    more_url = _more_url(page=results.page + 1) if results.has_next else None
+    return dict(rows=rows, results=results, more_url=more_url)
 
 
 def _filtered(filters: dict, customer: Customer | None):
