@@ -4,10 +4,10 @@ Run: `python bench/scale.py [--scale F] [--requests N]` with the test services' 
 (`make bench` does both, on SQLite and then on PostgreSQL). HELPDESK_TEST_DATABASE=postgresql
 uses a fresh PostgreSQL database, otherwise a SQLite file.
 
-Two databases are built from the migrations: the demo one (`flask demo seed` and a few rows of
-each kind) and the large one, filled in SQL (INSERT ... SELECT over a number sequence, the
-search triggers firing for every row) with, at --scale 1, the sizes of the issue that asked
-for it: 200,000 tickets, 600,000 comments, 60,000 attachments, 20,000 contacts, 2,000
+Two databases are built from the migrations: the demo one (`flask demo seed` and enough rows of
+each kind to fill every list's first page) and the large one, filled in SQL (INSERT ... SELECT over a number sequence, the
+search triggers firing for every row) with, at --scale 1, the sizes of a helpdesk some years
+old: 200,000 tickets, 600,000 comments, 60,000 attachments, 20,000 contacts, 2,000
 customers, 1,000,000 inbound log rows and 300,000 outbound mails. Each page is then asked
 --requests times of each database through the app (Flask's test client: the app's own time,
 no HTTP), and the p50s are compared. Last, the same 200 mails are ingested into each database
