@@ -1,4 +1,4 @@
-"""Command-line tools: `flask users`, `flask demo`, `flask tickets`, `flask email`."""
+"""Command-line tools: `flask users`, `flask demo`, `flask tickets`, `flask email`, `flask search`."""
 from __future__ import annotations
 
 import json
@@ -17,6 +17,7 @@ users = AppGroup("users", help="Manage agents.")
 tickets = AppGroup("tickets", help="Look at tickets.")
 demo = AppGroup("demo", help="Demo data for a first look.")
 email = AppGroup("email", help="Mail in and out.")
+search = AppGroup("search", help="The full-text search index.")
 
 
 @users.command("create-admin")
@@ -115,9 +116,18 @@ def ingest_files(files: tuple[str, ...]) -> None:
         raise click.ClickException(f"{unreadable} file(s) could not be read; nothing was done with them")
 
 
+@search.command("reindex")
+def search_reindex() -> None:
+    """Rebuild the search documents of tickets, comments, files, contacts and the mail logs."""
+    from helpdesk import search as ticket_search
+
+    ticket_search.reindex()
+    click.echo("Search index rebuilt.")
+
+
 def register(app: Flask) -> None:
     """Add the command groups to the app's CLI."""
-    for group in (users, tickets, demo, email, serve):
+    for group in (users, tickets, demo, email, search, serve):
         app.cli.add_command(group)
 
 

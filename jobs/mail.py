@@ -42,3 +42,11 @@ def sla_sweep() -> None:
     from helpdesk.services import sla
 
     sla.sweep()
+
+
+@with_app_context
+def drop_old_raw_mail() -> None:
+    """Drop the raw bytes of sent and processed mail past the retention time; the log rows stay."""
+    from helpdesk.services import retention
+
+    retention.drop_old_raw_mail()

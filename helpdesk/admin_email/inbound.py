@@ -1,7 +1,7 @@
-"""Admin → Settings → Email → Inbound (IMAP) and the Inbound log."""
+"""Admin → Settings → Email → Inbound (IMAP): the mailboxes polled for mail."""
 from __future__ import annotations
 
-from flask import Response, abort, flash, redirect, render_template, request, url_for
+from flask import flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from helpdesk.admin_email import oauth
@@ -12,9 +12,8 @@ from helpdesk.extensions import db
 from helpdesk.mail import imap
 from helpdesk.mail.diagnosis import Diagnosis
 from helpdesk.mail.secrets import CredentialError
-from helpdesk.models import InboundMail, Mailbox, Ticket
+from helpdesk.models import Mailbox
 from helpdesk.models._time import utcnow
-from helpdesk.models.mail import INBOUND_OUTCOMES
 from helpdesk.services import mailboxes, sign_in
 from helpdesk.web import admin_required, render_htmx
 
@@ -115,65 +114,6 @@ def inbound_poll(mailbox_id: int):
         return redirect(url_for("admin_email.inbound_edit", mailbox_id=mailbox.id))
     db.session.refresh(mailbox)
     return render_template("admin_email/_inbound_status.html", mailbox=mailbox, poll_started=True, now=utcnow())
-
-
-@bp.route("/inbound/log")
-@admin_required
-def inbound_log():
-    filters = {k: request.args.get(k, "").strip() for k in ("outcome", "mailbox", "q")}
-    query = db.select(InboundMail).order_by(InboundMail.created_at.desc(), InboundMail.id.desc())
-    if filters["outcome"] in INBOUND_OUTCOMES:
-        query = query.where(InboundMail.outcome == filters["outcome"])
-    if filters["mailbox"].isdigit():
-        query = query.where(InboundMail.mailbox_id == int(filters["mailbox"]))
-    if filters["q"]:
-        like = f"%{filters['q']}%"
-        query = query.where(db.or_(InboundMail.sender.ilike(like), InboundMail.subject.ilike(like)))
-    page = db.paginate(query, per_page=50, error_out=False)
-    ticket_ids = {row.ticket_id for row in page.items if row.ticket_id}
-    numbers = {t.id: t.number for t in db.session.scalars(db.select(Ticket).where(Ticket.id.in_(ticket_ids)))}
-    return render_htmx("admin_email/inbound_log.html", "admin_email/_inbound_log_rows.html", page=page,
-                       filters=filters, numbers=numbers, outcomes=INBOUND_OUTCOMES,
-                       mailboxes=mailboxes.list_mailboxes())
-
-
-@bp.route("/inbound/log/<int:inbound_id>/reprocess", methods=["POST"])
-@admin_required
-def inbound_reprocess(inbound_id: int):
-    from helpdesk.services.ingest import ReprocessError, reprocess
-
-    db.get_or_404(InboundMail, inbound_id)
-    try:
-        result = reprocess(inbound_id)
-    except ReprocessError as exc:
-        flash(str(exc), "error")
-        return redirect(_back())
-    category = "error" if result.outcome == "quarantined" else "success"
-    flash(f"Reprocessed mail {inbound_id}: {result.outcome}" + (f" — {result.reason}" if result.reason else "."),
-          category)
-    return redirect(_back())
-
-
-@bp.route("/inbound/log/<int:inbound_id>/raw")
-@admin_required
-def inbound_raw(inbound_id: int):
-    from helpdesk.services.ingest import quarantined_raw
-    from helpdesk.storage import StorageError
-
-    row = db.get_or_404(InboundMail, inbound_id)
-    try:
-        raw = quarantined_raw(row)
-    except StorageError as exc:
-        abort(404, f"The raw mail is not available: {exc}")
-    return Response(raw, mimetype="message/rfc822",
-                    headers={"Content-Disposition": f'attachment; filename="inbound-{row.id}.eml"',
-                             "X-Content-Type-Options": "nosniff"})
-
-
-def _back() -> str:
-    """Return the log page the form came from (filters kept), never another site."""
-    target = request.form.get("next", "")
-    return target if target.startswith("/") and not target.startswith("//") else url_for("admin_email.inbound_log")
 
 
 def _mailbox(mailbox_id: int | None) -> Mailbox | None:

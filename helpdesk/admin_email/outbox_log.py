@@ -6,10 +6,14 @@ import email.policy
 
 from flask import Response, abort, flash, redirect, render_template, request, url_for
 
+from sqlalchemy.orm import defer
+
+from helpdesk import search
 from helpdesk.admin_email.blueprint import bp
 from helpdesk.extensions import db
 from helpdesk.models import OutboundMessage, Ticket
 from helpdesk.models.mail import OUTBOUND_STATUSES
+from helpdesk.services import listing
 from helpdesk.services import outbox as outbox_service
 from helpdesk.web import admin_required, render_htmx
 
@@ -20,14 +24,25 @@ RESENDABLE = ("failed", "bounced")
 @admin_required
 def outbox():
     status = request.args.get("status", "")
-    query = db.select(OutboundMessage).order_by(OutboundMessage.created_at.desc(), OutboundMessage.id.desc())
+    q = request.args.get("q", "").strip()
+    # The list never shows the bodies or the bytes sent: they stay on the disk.
+    query = db.select(OutboundMessage).options(defer(OutboundMessage.raw_sent), defer(OutboundMessage.text_body),
+                                               defer(OutboundMessage.html_body))
     if status in OUTBOUND_STATUSES:
         query = query.filter_by(status=status)
     else:
         status = ""
-    page = db.paginate(query, per_page=25, error_out=False)
-    return render_htmx("admin_email/outbox.html", "admin_email/_outbox_rows.html", page=page, status=status,
-                       statuses=OUTBOUND_STATUSES)
+    before = request.args.get("before")
+    if q:
+        page = listing.searched_log(query, OutboundMessage, search.LOG_OUTBOUND, q, address=OutboundMessage.recipient,
+                                    message_id=OutboundMessage.message_id, before=before, per_page=25)
+    else:
+        page = listing.newest_first(query, OutboundMessage, before=before, count=not before)
+    more_url = url_for("admin_email.outbox", **{**request.args, "before": page.next_cursor}) \
+        if page.next_cursor else None
+    partial = "admin_email/_outbox_page.html" if before else "admin_email/_outbox_rows.html"
+    return render_htmx("admin_email/outbox.html", partial, page=page, status=status, q=q,
+                       statuses=OUTBOUND_STATUSES, more_url=more_url)
 
 
 @bp.route("/outbox/<int:outbound_id>")

@@ -2,7 +2,7 @@
 from flask import redirect, url_for
 
 from helpdesk.admin_email import inbound, oauth, outbound, templates_editor  # noqa: F401  (they add their routes)
-from helpdesk.admin_email import outbox_log  # noqa: F401  (the Email log tab)
+from helpdesk.admin_email import inbound_log, outbox_log, retention  # noqa: F401  (the log tabs, retention)
 from helpdesk.admin_email.blueprint import bp
 from helpdesk.web import admin_required
 

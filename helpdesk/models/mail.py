@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from helpdesk.extensions import db
@@ -139,7 +139,11 @@ class OutboundMessage(db.Model):
 
     __tablename__ = "outbound_messages"
     __table_args__ = (Index("ix_outbound_messages_status_created", "status", "created_at"),
-                      Index("ix_outbound_messages_recipient_created", "recipient", "created_at"))
+                      Index("ix_outbound_messages_recipient_created", "recipient", "created_at"),
+                      Index("ix_outbound_messages_created", "created_at", "id"),
+                      # Retention reads only the mails whose bytes are still kept.
+                      Index("ix_outbound_messages_raw_kept", "created_at", "raw_size",
+                            sqlite_where=text("raw_size IS NOT NULL"), postgresql_where=text("raw_size IS NOT NULL")))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id", ondelete="SET NULL"), index=True)
@@ -164,6 +168,7 @@ class OutboundMessage(db.Model):
     last_error: Mapped[str] = mapped_column(Text, default="")
     server_reply: Mapped[str] = mapped_column(Text, default="")
     raw_sent: Mapped[bytes | None] = mapped_column(LargeBinary)  # the exact mail as sent
+    raw_size: Mapped[int | None]  # its length while it is kept: retention sums these, not the bytes
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -178,7 +183,12 @@ class InboundMail(db.Model):
     __tablename__ = "inbound_mails"
     __table_args__ = (UniqueConstraint("channel", "dedupe_key", name="uq_inbound_mails_channel_dedupe"),
                       Index("ix_inbound_mails_outcome_created", "outcome", "created_at"),
-                      Index("ix_inbound_mails_sender_created", "sender", "created_at"))
+                      Index("ix_inbound_mails_sender_created", "sender", "created_at"),
+                      Index("ix_inbound_mails_created", "created_at", "id"),
+                      Index("ix_inbound_mails_mailbox_created", "mailbox_id", "created_at", "id"),
+                      Index("ix_inbound_mails_message_id", "message_id"),
+                      Index("ix_inbound_mails_raw_kept", "created_at", "outcome", "size", "raw_key",
+                            sqlite_where=text("raw_key IS NOT NULL"), postgresql_where=text("raw_key IS NOT NULL")))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     channel: Mapped[str] = mapped_column(String(40))  # "mailbox:<id>" or "cli"

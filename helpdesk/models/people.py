@@ -7,7 +7,7 @@ from datetime import datetime
 from functools import cache
 
 from flask_login import UserMixin
-from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -131,6 +131,7 @@ class Contact(db.Model):
     """A person who writes to support; email is unique whatever its case."""
 
     __tablename__ = "contacts"
+    __table_args__ = (Index("ix_contacts_name", "name", "id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200), default="")

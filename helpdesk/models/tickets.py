@@ -19,7 +19,10 @@ TICKET_NUMBER_OFFSET = 1000
 
 class Ticket(db.Model):
     __tablename__ = "tickets"
-    __table_args__ = (Index("ix_tickets_status_created", "status", "created_at"),)
+    __table_args__ = (Index("ix_tickets_status_created", "status", "created_at"),
+                      Index("ix_tickets_created", "created_at", "id"),
+                      Index("ix_tickets_customer_created", "customer_id", "created_at", "id"),
+                      Index("ix_tickets_assignee_created", "assignee_id", "created_at", "id"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     title: Mapped[str] = mapped_column(String(500))

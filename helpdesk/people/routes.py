@@ -1,11 +1,13 @@
 """Contacts and customers, with the customer domains that link senders to customers."""
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from sqlalchemy import or_
+from sqlalchemy.orm import selectinload
 from wtforms.fields.choices import SelectChoice
 
 from helpdesk.extensions import db
 from helpdesk.models import Contact, Customer, CustomerDomain, Ticket
 from helpdesk.people.forms import ContactForm, CustomerForm
+from helpdesk.services import listing
 from helpdesk.web import agent_required, render_htmx
 
 bp = Blueprint("people", __name__, template_folder="templates")
@@ -15,11 +17,14 @@ bp = Blueprint("people", __name__, template_folder="templates")
 @agent_required
 def contacts():
     q = request.args.get("q", "").strip()
-    query = db.select(Contact).order_by(Contact.name, Contact.email)
+    query = db.select(Contact).options(selectinload(Contact.customer))
     if q:
         query = query.where(or_(Contact.name.ilike(f"%{q}%"), Contact.email.ilike(f"%{q}%")))
-    page = db.paginate(query, per_page=25, error_out=False)
-    return render_htmx("people/contacts.html", "people/_contact_rows.html", page=page, q=q)
+    after = request.args.get("after")
+    page = listing.alphabetical(query, Contact.name, Contact.id, after=after, count=not after)
+    more_url = url_for("people.contacts", q=q or None, after=page.next_cursor) if page.next_cursor else None
+    partial = "people/_contact_page.html" if after else "people/_contact_rows.html"
+    return render_htmx("people/contacts.html", partial, page=page, q=q, more_url=more_url)
 
 
 @bp.route("/contacts/new", methods=["GET", "POST"])
@@ -47,6 +52,17 @@ def edit_contact(contact_id: int | None = None):
         tickets = db.session.scalars(db.select(Ticket).filter_by(contact_id=contact.id)
                                      .order_by(Ticket.created_at.desc()).limit(20)).all()
     return render_template("people/contact_form.html", form=form, contact=contact, tickets=tickets)
+
+
+@bp.route("/customers/options")
+@agent_required
+def customer_options():
+    """The type-ahead of a customer field: the first customers whose name holds what was typed."""
+    q = request.args.get("customer", "").strip()
+    query = db.select(Customer).order_by(Customer.name).limit(20)
+    if q:
+        query = query.where(Customer.name.ilike(f"%{q}%"))
+    return render_template("people/_customer_options.html", options=db.session.scalars(query).all())
 
 
 @bp.route("/customers")

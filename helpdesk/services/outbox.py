@@ -435,7 +435,8 @@ def _split(addresses: str) -> list[str]:
 
 def _mark_sent(changes: dict, raw: bytes, reply: str, result: BurstResult) -> None:
     now = utcnow()
-    changes.update(status="sent", raw_sent=raw, sent_at=now, server_reply=reply, last_error="", updated_at=now)
+    changes.update(status="sent", raw_sent=raw, raw_size=len(raw), sent_at=now, server_reply=reply, last_error="",
+                   updated_at=now)
     result.sent.append(changes["id"])
 
 
@@ -547,7 +548,7 @@ def resend(outbound_id: int) -> bool:
         update(OutboundMessage)
         .where(OutboundMessage.id == outbound_id, OutboundMessage.status.in_(("failed", "bounced")))
         # Attempts count from the admin's resend, so an old give-up does not stop the new try.
-        .values(status="queued", attempts=0, raw_sent=None, sent_at=None, updated_at=utcnow())
+        .values(status="queued", attempts=0, raw_sent=None, raw_size=None, sent_at=None, updated_at=utcnow())
         .execution_options(synchronize_session=False)).rowcount
     if not changed:
         return False

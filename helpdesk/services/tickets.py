@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 
 from helpdesk import events
 from helpdesk.extensions import db
-from helpdesk.models import Agent, Comment, Contact, Customer, SlaPolicy, Ticket
+from helpdesk.models import Agent, Attachment, Comment, Contact, Customer, SlaPolicy, Ticket
 from helpdesk.models._rows import insert_row
 from helpdesk.models._time import utcnow
 from helpdesk.models.tickets import PRIORITIES, STATUSES
@@ -126,3 +126,19 @@ def set_priority(ticket: Ticket, priority: str, agent: Agent | None = None) -> N
     apply_sla(ticket)
     db.session.flush()
     events.emit("priority-changed", ticket, agent=agent, detail=priority)
+
+
+def merge(source: Ticket, into: Ticket, agent: Agent | None = None) -> None:
+    """Move a duplicate ticket's thread and files into another ticket, then remove the duplicate."""
+    if source.id == into.id:
+        raise TicketError("A ticket cannot be merged into itself.")
+    number = source.number
+    db.session.execute(db.update(Comment).where(Comment.ticket_id == source.id).values(ticket_id=into.id)
+                       .execution_options(synchronize_session=False))
+    db.session.execute(db.update(Attachment).where(Attachment.ticket_id == source.id).values(ticket_id=into.id)
+                       .execution_options(synchronize_session=False))
+    db.session.expire(source)
+    db.session.delete(source)
+    db.session.flush()
+    db.session.expire(into, ["comments", "attachments"])
+    events.emit("merged", into, agent=agent, detail=f"#{number} merged into this ticket")

@@ -2,16 +2,19 @@
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from markupsafe import Markup
+from sqlalchemy.orm import selectinload
 from wtforms.fields.choices import SelectChoice
 
-from helpdesk import security
+from helpdesk import search, security
 from helpdesk.extensions import db
 from helpdesk.mail.html import block_remote_images
 from helpdesk.mail.render import CATALOGUE, MACRO_VARIABLES, render_text, unknown_placeholders
-from helpdesk.models import Agent, Attachment, Contact, Customer, Macro, Ticket, TicketEvent
-from helpdesk.models.tickets import STATUSES
+from helpdesk.models import Agent, Attachment, Comment, Contact, Customer, Macro, Ticket, TicketEvent
+from helpdesk.models.tickets import OPEN_STATUSES, STATUSES
+from helpdesk.services import listing
 from helpdesk.services import tickets as ticket_service
 from helpdesk.services.attachments import add_attachment, attachment_store
+from helpdesk.services.mailboxes import list_mailboxes
 from helpdesk.services.placeholders import ticket_values
 from helpdesk.tickets.forms import MacroForm, NewTicketForm, ReplyForm, TicketPropertiesForm
 from helpdesk.web import agent_required, render_htmx
@@ -28,26 +31,78 @@ def home():
 @bp.route("/tickets")
 @agent_required
 def index():
-    query = db.select(Ticket).order_by(Ticket.created_at.desc(), Ticket.id.desc())
-    filters = {k: request.args.get(k, "") for k in ("status", "customer", "assignee", "q")}
-    if filters["status"] == "open":
-        query = query.where(Ticket.status.in_(("new", "open", "pending")))
-    elif filters["status"] in STATUSES:
-        query = query.where(Ticket.status == filters["status"])
-    if filters["customer"].isdigit():
-        query = query.where(Ticket.customer_id == int(filters["customer"]))
+    filters = {k: request.args.get(k, "").strip() for k in ("status", "customer", "assignee", "mailbox", "q")}
+    customer = _customer_filter(filters["customer"])
+    more = bool(request.args.get("before") or request.args.get("page"))
+    context = dict(filters=filters, customer=customer, agents=_agents(), statuses=STATUSES,
+                   mailboxes=list_mailboxes())
+    if filters["q"]:
+        context.update(_search_rows(filters, customer))
+    else:
+        page = listing.newest_first(_with_people(_filtered(filters, customer)), Ticket,
+                                    before=request.args.get("before"), count=not more)
+        more_url = _more_url(before=page.next_cursor) if page.next_cursor else None
+        context.update(rows=[(t, None) for t in page.items], page=page, more_url=more_url)
+    partial = "tickets/_ticket_page.html" if more else "tickets/_ticket_rows.html"
+    return render_htmx("tickets/index.html", partial, **context)
+
+
+def _search_rows(filters: dict, customer: Customer | None) -> dict:
+    """Return a page of search results: the tickets, each with the excerpt that matched."""
+    results = search.search_tickets(filters["q"], statuses=_statuses(filters["status"]),
+                                    customer_id=customer.id if customer else _no_customer(filters),
+                                    mailbox_id=int(filters["mailbox"]) if filters["mailbox"].isdigit() else None,
+                                    page=max(request.args.get("page", 1, type=int), 1))
+    tickets = _with_people(db.select(Ticket).where(Ticket.id.in_([h.ticket_id for h in results.hits])))
+    by_id = {t.id: t for t in db.session.scalars(tickets)}
+    rows = [(by_id[h.ticket_id], h) for h in results.hits if h.ticket_id in by_id]
+    more_url = _more_url(page=results.page + 1) if results.has_next else None
+    return dict(rows=rows, results=results, more_url=more_url)
+
+
+def _filtered(filters: dict, customer: Customer | None):
+    query = db.select(Ticket)
+    if statuses := _statuses(filters["status"]):
+        query = query.where(Ticket.status.in_(statuses))
+    if customer is not None or filters["customer"]:
+        query = query.where(Ticket.customer_id == (customer.id if customer else -1))
     if filters["assignee"] == "me":
         query = query.where(Ticket.assignee_id == current_user.id)
     elif filters["assignee"] == "none":
         query = query.where(Ticket.assignee_id.is_(None))
     elif filters["assignee"].isdigit():
         query = query.where(Ticket.assignee_id == int(filters["assignee"]))
-    if filters["q"].strip():
-        query = query.where(Ticket.title.ilike(f"%{filters['q'].strip()}%"))
-    page = db.paginate(query, per_page=25, error_out=False)
-    return render_htmx("tickets/index.html", "tickets/_ticket_rows.html", page=page, filters=filters,
-                       customers=db.session.scalars(db.select(Customer).order_by(Customer.name)).all(),
-                       agents=_agents(), statuses=STATUSES)
+    if filters["mailbox"].isdigit():
+        query = query.where(Ticket.mailbox_id == int(filters["mailbox"]))
+    return query
+
+
+def _statuses(status: str) -> tuple[str, ...]:
+    if status == "open":
+        return OPEN_STATUSES
+    return (status,) if status in STATUSES else ()
+
+
+def _customer_filter(value: str) -> Customer | None:
+    """Find the customer the filter names: by id (a link) or by its exact name (the type-ahead field)."""
+    if not value:
+        return None
+    if value.isdigit():
+        return db.session.get(Customer, int(value))
+    return db.session.scalar(db.select(Customer).where(Customer.name == value))
+
+
+def _no_customer(filters: dict) -> int | None:
+    return -1 if filters["customer"] else None  # a name that is no customer's matches no ticket
+
+
+def _with_people(query):
+    return query.options(selectinload(Ticket.contact), selectinload(Ticket.customer), selectinload(Ticket.assignee))
+
+
+def _more_url(**position) -> str:
+    args = {k: v for k, v in request.args.items() if k not in ("before", "page")}
+    return url_for("tickets.index", **args, **position)
 
 
 @bp.route("/tickets/new", methods=["GET", "POST"])
@@ -71,7 +126,12 @@ def new():
 @bp.route("/tickets/<int:ticket_id>")
 @agent_required
 def detail(ticket_id: int):
-    ticket = db.get_or_404(Ticket, ticket_id)
+    # The whole thread in a fixed number of statements, however long it is.
+    thread = selectinload(Ticket.comments)
+    ticket = db.first_or_404(db.select(Ticket).where(Ticket.id == ticket_id).options(
+        thread.selectinload(Comment.attachments), thread.selectinload(Comment.author_agent),
+        thread.selectinload(Comment.author_contact), selectinload(Ticket.attachments),
+        selectinload(Ticket.contact), selectinload(Ticket.customer)))
     return _detail_page(ticket, ReplyForm())
 
 
@@ -214,6 +274,7 @@ def _properties_form(ticket: Ticket) -> TicketPropertiesForm:
 
 def _detail_page(ticket: Ticket, reply_form: ReplyForm):
     history = db.session.scalars(db.select(TicketEvent).filter_by(ticket_id=ticket.id)
+                                 .options(selectinload(TicketEvent.agent))
                                  .order_by(TicketEvent.created_at.desc(), TicketEvent.id.desc()).limit(50)).all()
     return render_template("tickets/detail.html", ticket=ticket, form=reply_form,
                            properties=_properties_form(ticket), history=history,

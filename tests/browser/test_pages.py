@@ -28,7 +28,7 @@ def test_console_pages_render_without_script_errors(page, live_url, app, screens
     page.wait_for_url(live_url + "/tickets")
     assert page.locator("#ticket-rows tbody tr").count() == 4
     page.get_by_label("Status").select_option("open")
-    page.get_by_label("Search titles").fill("invoice")
+    page.get_by_label("Search", exact=True).fill("invoice")
     expect(page.locator("#ticket-rows tbody tr")).to_have_count(1, timeout=30_000)  # no eval: the CSP forbids it
     assert "status=open" in page.url
     for name, path in PAGES.items():

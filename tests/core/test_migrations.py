@@ -4,11 +4,18 @@ from alembic.migration import MigrationContext
 
 from helpdesk.extensions import db
 from helpdesk.models import EmailTemplate, SlaPolicy
+from helpdesk.search import is_search_table
+
+
+def _not_search(name, type_, parent_names):
+    # The full-text tables are the triggers' business, kept out of the models on purpose.
+    return not (type_ == "table" and is_search_table(name))
 
 
 def test_models_and_migrations_agree(app):
     with db.engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        context = MigrationContext.configure(connection, opts={"compare_type": True,
+                                                              "include_name": _not_search})
         diff = compare_metadata(context, db.metadata)
     assert diff == []
 

@@ -89,6 +89,9 @@ POST  /admin/settings/email/templates/<kind>/preview                           l
 POST  /admin/settings/email/templates/<kind>/reset                             login  403    302
 POST  /admin/settings/email/templates/<kind>/send-test                         login  403    200
 GET   /admin/settings/email/templates/<kind>/view                              login  200    200
+GET   /admin/settings/email/retention                                         login  403    200
+POST  /admin/settings/email/retention/run                                     login  403    302
+GET   /customers/options                                                       login  200    200
 GET   /admin/settings/email/oauth/callback                                     login  403    302
 POST  /admin/settings/email/oauth/disconnect                                   login  403    302
 """
