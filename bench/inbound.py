@@ -242,7 +242,7 @@ def idle_arrival_delay(app, db, mailbox_id: int, folder: str, tag: str) -> list[
     import threading
 
     from helpdesk.models import Ticket
-    from helpdesk.services.inbound import watch_mailbox
+    from helpdesk.services.watch import watch_mailbox
 
     stop = threading.Event()
 
