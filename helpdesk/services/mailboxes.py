@@ -96,9 +96,11 @@ def save_mailbox(mailbox: Mailbox | None, values: MailboxValues, password: str, 
 
 
 def delete_mailbox(mailbox: Mailbox) -> None:
-    """Remove a mailbox; its inbound log rows stay, without the link (caller commits)."""
+    """Remove a mailbox and its OAuth app and tokens; its inbound log rows stay, without the link (caller commits)."""
     # SQLite enforces ON DELETE SET NULL only with foreign keys switched on; do it explicitly.
     db.session.execute(db.update(InboundMail).where(InboundMail.mailbox_id == mailbox.id).values(mailbox_id=None))
+    if mailbox.oauth_connection is not None:
+        db.session.delete(mailbox.oauth_connection)
     db.session.delete(mailbox)
 
 

@@ -162,3 +162,14 @@ def test_a_callback_without_a_started_flow_is_refused(admin_client):
 def test_only_admins_may_connect_or_disconnect(agent_client):
     assert agent_client.get("/admin/settings/email/oauth/callback?state=x&code=y").status_code == 403
     assert agent_client.auth.post("/admin/settings/email/oauth/disconnect", data={"owner": "smtp"}).status_code == 403
+
+
+def test_deleting_a_mailbox_forgets_its_oauth_app_and_tokens(admin_client):
+    admin_client.auth.post(NEW_MAILBOX, data=mailbox_form(username="support@example.test"))
+    mailbox = db.session.scalar(db.select(Mailbox))
+    mailbox.oauth_connection.refresh_token_encrypted = credential_box().seal("rt")
+    db.session.commit()
+    admin_client.auth.post(f"/admin/settings/email/inbound/{mailbox.id}/delete")
+    db.session.expire_all()
+    assert db.session.scalar(db.select(Mailbox)) is None
+    assert db.session.scalar(db.select(OAuthConnection)) is None
