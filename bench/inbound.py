@@ -127,11 +127,11 @@ def build_mix(corpus: Path, tag: str) -> list[tuple[str, bytes]]:
 # --- the app under test ---------------------------------------------------------------------
 
 class Database:
-    """A fresh, migrated database: a SQLite file, or a new PostgreSQL database dropped afterwards."""
+    """A fresh database: a SQLite file, or a new PostgreSQL database dropped afterwards (scale.py too)."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, name: str = "bench") -> None:
         self.kind = os.environ.get("HELPDESK_TEST_DATABASE", "sqlite")
-        self.name = f"hd_bench_{uuid.uuid4().hex[:8]}"
+        self.name = f"hd_{name}_{uuid.uuid4().hex[:8]}"
         if self.kind == "postgresql":
             from sqlalchemy import create_engine, text
 
@@ -141,7 +141,7 @@ class Database:
                 conn.execute(text(f'CREATE DATABASE "{self.name}"'))
             self.uri = base.rsplit("/", 1)[0] + "/" + self.name
         else:
-            self.uri = f"sqlite:///{workdir / 'bench.sqlite'}"
+            self.uri = f"sqlite:///{workdir / (self.name + '.sqlite')}"
 
     def drop(self) -> None:
         if self.kind == "postgresql":

@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cryptography.fernet import Fernet  # noqa: E402
-from sqlalchemy import create_engine, text  # noqa: E402
+from inbound import Database  # noqa: E402  (bench/ is on the path: this script's own folder)
+from sqlalchemy import text  # noqa: E402
 
 DATABASE = os.environ.get("HELPDESK_TEST_DATABASE", "sqlite")
 FULL = dict(customers=2_000, contacts=20_000, tickets=200_000, comments=600_000, attachments=60_000,
@@ -53,28 +54,6 @@ def words() -> list[str]:
                 if len(out) < 400 and a != b:
                     out.append(a + b + c)
     return out
-
-
-class Database:
-    """A fresh database: a SQLite file, or a new PostgreSQL database dropped afterwards."""
-
-    def __init__(self, workdir: Path, name: str) -> None:
-        self.name = f"hd_scale_{name}_{uuid.uuid4().hex[:6]}"
-        if DATABASE == "postgresql":
-            base = os.environ["HELPDESK_TEST_POSTGRES_URL"]
-            admin_url = os.environ.get("HELPDESK_TEST_POSTGRES_ADMIN_URL") or base
-            self.admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-            with self.admin.connect() as conn:
-                conn.execute(text(f'CREATE DATABASE "{self.name}" OWNER helpdesk'))
-            self.uri = base.rsplit("/", 1)[0] + "/" + self.name
-        else:
-            self.uri = f"sqlite:///{workdir / (self.name + '.sqlite')}"
-
-    def drop(self) -> None:
-        if DATABASE == "postgresql":
-            with self.admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
-            self.admin.dispose()
 
 
 def make_app(uri: str, workdir: Path):
@@ -260,9 +239,10 @@ def timed(app, url: str, requests: int) -> float:
 
     client = app.test_client()
     with app.app_context():
-        admin_id = db.session.scalar(db.select(Agent.id).where(Agent.role == "admin").limit(1))
+        admin = db.session.scalar(db.select(Agent).where(Agent.role == "admin").limit(1))
+        signed_in_as = admin.get_id()  # the id and session token Flask-Login keeps in the session
     with client.session_transaction() as session:
-        session["_user_id"] = str(admin_id)
+        session["_user_id"] = signed_in_as
         session["_fresh"] = True
     samples = []
     for n in range(requests + 2):
@@ -315,7 +295,7 @@ def main() -> None:
     logging.getLogger("helpdesk").setLevel(logging.ERROR)  # the ingested mails' notifications wait for SMTP
     sizes = {k: max(int(v * args.scale), DEMO[k]) for k, v in FULL.items()}
     workdir = Path(tempfile.mkdtemp(prefix="hd-scale-"))
-    databases = {"demo": Database(workdir, "demo"), "large": Database(workdir, "large")}
+    databases = {"demo": Database(workdir, "scale_demo"), "large": Database(workdir, "scale_large")}
     results: dict[str, dict[str, float]] = {}
     try:
         apps = {}
