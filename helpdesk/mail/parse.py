@@ -31,6 +31,11 @@ MAX_PARTS = 2000
 MAX_BOUNDARY_LINES = 5000
 NOT_A_MESSAGE = "not a mail message: binary data without header fields"
 _TOO_DEEP = "too deeply nested or too many parts; the rest was ignored"
+# Shown at the end of the mail's text, so whoever reads the ticket knows part of it is missing.
+TOO_DEEP_NOTE = (f"[This mail is nested more than {MAX_DEPTH} levels deep; "
+                 "the parts below that depth were not read.]")
+# A Content-Type line that opens a nesting level: a multipart or an embedded message.
+_NESTING_HEADER = re.compile(rb"(?im)^content-type:[ \t]*(?:\r?\n[ \t]+)*(?:multipart|message)/")
 
 # Built-in tables only: the system's /etc/mime.types differs between machines,
 # and a filename we invent must not change with the host.
@@ -701,9 +706,12 @@ class _Walker:
         self.root: Message | None = None
         self.linesep = "\n"
         self.pasted_ids: list[str] = []
+        self.too_deep = False
 
     def visit(self, part: Message, depth: int, alternative: _Alternative | None, position: int) -> None:
         self.parts += 1
+        if depth > MAX_DEPTH:
+            self.too_deep = True
         if depth > MAX_DEPTH or self.parts > MAX_PARTS:
             if _TOO_DEEP not in self.defects:
                 self.defects.append(_TOO_DEEP)
@@ -980,44 +988,100 @@ def parse(raw: bytes) -> ParsedMail:
 
 
 def _parse(raw: bytes) -> ParsedMail:
+    try:
+        return _parse_mail(raw, raw, cut=False)
+    except (RecursionError, _TooDeep):
+        # Python's email package recurses once per nesting level (parser, generator, walk), so
+        # thousands of nested multiparts or embedded messages exhaust the stack somewhere;
+        # a tree that parsed but is deeper than the cap is read the same way, cut.
+        pass
+    log.info("mail nested too deeply for the email package; reading its first %d levels", MAX_DEPTH)
+    try:
+        return _parse_mail(raw, _cut_nesting(raw), cut=True)
+    except RecursionError:
+        # Not expected once cut; the top-level headers (sender, subject, ids) are still read.
+        return _parse_mail(raw, b"", cut=True)
+
+
+class _TooDeep(Exception):
+    """The mail's MIME tree is deeper than MAX_DEPTH: it is read again, cut at that depth."""
+
+
+def _deeper_than(msg: Message, limit: int) -> bool:
+    """Return whether the tree under `msg` (multiparts and embedded messages) nests deeper than `limit`."""
+    stack = [(msg, 0)]
+    while stack:
+        part, depth = stack.pop()
+        if depth > limit:
+            return True
+        try:
+            payload = part.get_payload()
+        except Exception:  # noqa: BLE001 - a broken part has no children to count
+            continue
+        if isinstance(payload, list):
+            stack.extend((p, depth + 1) for p in payload if isinstance(p, Message))
+    return False
+
+
+def _cut_nesting(raw: bytes) -> bytes:
+    """Return `raw` cut just before the Content-Type that would open nesting level MAX_DEPTH + 1.
+
+    Everything up to there (the top-level headers, and the texts of the outer levels) parses
+    as usual; the parser reports the unclosed boundaries and embedded messages as defects.
+    """
+    for count, match in enumerate(_NESTING_HEADER.finditer(raw), start=1):
+        if count > MAX_DEPTH:
+            return raw[:match.start()]
+    return raw
+
+
+def _parse_mail(raw: bytes, body_raw: bytes, *, cut: bool) -> ParsedMail:
+    """Parse `raw`; with `cut`, its headers from `raw` alone and its body from the shortened `body_raw`."""
     _MAIL_HEADERS.clear()
     defects: list[str] = []
     parse_policy = _MODERN
-    if raw.count(b"\n--") > MAX_BOUNDARY_LINES:
+    if body_raw.count(b"\n--") > MAX_BOUNDARY_LINES:
         # The modern policy builds header objects for every part, which takes
         # seconds on a mail bomb of tiny parts; compat32 keeps them as strings.
         parse_policy = policy.compat32
         defects.append("too many MIME parts; parsed without modern header objects")
-    msg = BytesParser(policy=parse_policy).parsebytes(raw)
+    msg = BytesParser(policy=parse_policy).parsebytes(body_raw)
+    if not cut and _deeper_than(msg, MAX_DEPTH):
+        raise _TooDeep
+    top = msg
+    if cut:
+        # Headers only: the parser keeps the body as one string and does not recurse into it.
+        top = BytesParser(policy=parse_policy).parsebytes(raw, headersonly=True)
+        defects.append(_TOO_DEEP)
     for defect in getattr(msg, "defects", []):
         defects.append(type(defect).__name__)
     mail = ParsedMail(size=len(raw), defects=defects)
-    if not msg.keys() and b"\x00" in raw[:1024]:
+    if not top.keys() and b"\x00" in raw[:1024]:
         # Binary data (an Outlook .msg, a zip) with no header at all is not a mail we can read.
         defects.insert(0, NOT_A_MESSAGE)
         return mail
 
-    mail.message_id = normalise_message_id(_header(msg, "message-id", defects) or "")
-    mail.in_reply_to = parse_message_id_list(_header(msg, "in-reply-to", defects) or "")
-    mail.references = parse_message_id_list(_header(msg, "references", defects) or "")
-    mail.subject = _header(msg, "subject", defects) or ""
-    senders = _addresses(msg, "from", defects) or _addresses(msg, "sender", defects)
+    mail.message_id = normalise_message_id(_header(top, "message-id", defects) or "")
+    mail.in_reply_to = parse_message_id_list(_header(top, "in-reply-to", defects) or "")
+    mail.references = parse_message_id_list(_header(top, "references", defects) or "")
+    mail.subject = _header(top, "subject", defects) or ""
+    senders = _addresses(top, "from", defects) or _addresses(top, "sender", defects)
     if senders:
         mail.from_name, mail.from_address = senders[0]
         if not mail.from_address:
             mail.from_address = next((addr for _, addr in senders if addr), "")
-    reply_to = _addresses(msg, "reply-to", defects)
+    reply_to = _addresses(top, "reply-to", defects)
     mail.reply_to_address = next((addr for _, addr in reply_to if addr), "")
-    mail.to = _addresses(msg, "to", defects)
-    mail.cc = _addresses(msg, "cc", defects)
-    mail.date = _date(msg, defects)
+    mail.to = _addresses(top, "to", defects)
+    mail.cc = _addresses(top, "cc", defects)
+    mail.date = _date(top, defects)
     for name in _AUTO_HEADERS:
-        raw_value = _raw_header(msg, name) if name == "from" else None
+        raw_value = _raw_header(top, name) if name == "from" else None
         if raw_value is not None and _simple_addresses(raw_value) is not None:
             # Plain addresses read as they are: the header parser would only re-render them.
             mail.headers[name] = _fold_whitespace(raw_value)
             continue
-        value = _header(msg, name, defects)
+        value = _header(top, name, defects)
         if value is not None:
             mail.headers[name] = value
 
@@ -1034,6 +1098,8 @@ def _parse(raw: bytes) -> ParsedMail:
     elif mail.html is not None:
         mail.text = html_to_text(mail.html)
     mail.text = mail.text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "").rstrip().lstrip("\n")
+    if cut or walker.too_deep:
+        mail.text = f"{mail.text}\n\n{TOO_DEEP_NOTE}".lstrip("\n")
     mail.attachments = walker.attachments
     _classify(mail, walker)
     if mail.is_bounce:
