@@ -178,6 +178,9 @@ def fill(db, sizes: dict) -> float:
         db.session.execute(text("INSERT INTO mail_log_search (mail_log_search) VALUES ('optimize')"))
         db.session.execute(text("ANALYZE"))
         db.session.commit()
+        # A database in service has its write-ahead log copied back all along; the bulk fill's would
+        # otherwise be copied back during the timed requests and ingest.
+        db.session.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
     return time.perf_counter() - started
 
 
@@ -316,7 +319,16 @@ def main() -> None:
                   file=sys.stderr, flush=True)
         tag = uuid.uuid4().hex[:6]
         batch = mails(args.mails, tag, sizes["customers"])
-        per_mail = {name: ingest_ms(apps[name][0], batch) for name in apps}
+        # By turns, a slice of the mails into each database per round, the order swapped every round:
+        # one pass into each, one after the other, moved with the machine's speed by up to 2x.
+        rounds = 5
+        size = len(batch) // rounds
+        timings: dict[str, list[float]] = {name: [] for name in apps}
+        for n in range(rounds):
+            for name in (list(apps) if n % 2 == 0 else list(reversed(apps))):
+                timings[name].append(ingest_ms(apps[name][0], batch[n * size:(n + 1) * size]))
+        per_mail = {name: statistics.median(values) for name, values in timings.items()}
+        ingest_ratio = statistics.median(large / demo for demo, large in zip(timings["demo"], timings["large"]))
     finally:
         for database in databases.values():
             database.drop()
@@ -329,8 +341,8 @@ def main() -> None:
     for label, figures in results.items():
         print(f"| {label} | {figures['demo']:.1f} ms | {figures['large']:.1f} ms | "
               f"{figures['large'] / figures['demo']:.2f}× |")
-    print(f"| ingest, per mail ({args.mails} mails, `flask email ingest` path) | {per_mail['demo']:.1f} ms | "
-          f"{per_mail['large']:.1f} ms | {per_mail['large'] / per_mail['demo']:.2f}× |")
+    print(f"| ingest, per mail ({args.mails} mails, `flask email ingest` path, by turns) | {per_mail['demo']:.1f} ms | "
+          f"{per_mail['large']:.1f} ms | {ingest_ratio:.2f}× |")
 
 
 if __name__ == "__main__":
