@@ -101,11 +101,13 @@ def _register_cli(app: Flask) -> None:
 
 def _register_template_helpers(app: Flask) -> None:
     from helpdesk import web
+    from helpdesk.admin_email.oauth import settings_url
     from helpdesk.services import sign_in, watch
 
     # Called by the layout for admins only: the banner of a failing mail sign-in on every page.
     app.jinja_env.globals.update(page_url=web.page_url, sign_in_incidents=sign_in.incidents,
-                                 describe_owner=sign_in.describe, push_status=watch.push_status)
+                                 describe_owner=sign_in.describe, sign_in_settings_url=settings_url,
+                                 push_status=watch.push_status)
 
     # Not `config.COMPANY_NAME` in the templates: pages that pass a `config` of their own (the SMTP
     # settings) would hide Flask's.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from functools import partial
 
 from flask import current_app
@@ -307,9 +307,3 @@ def _tell_admins(owner: Owner, *, recovered: bool) -> None:
                 "No mail is lost: it waits on the mail server (or in the outbox) until signing in works. "
                 f"Open the settings to fix it:\n{where}\n\nYou get one more mail when it works again.\n")
     outbox.queue_mail(kind="sign_in_alert", to=admins, rendered=RenderedMail(subject, text, "", ()))
-
-
-def expiry_of(owner: Owner) -> datetime | None:
-    """Return when the owner's current access token expires, if it has one."""
-    connection = owner.oauth_connection
-    return connection.access_token_expires_at if connection is not None and connection.access_token_encrypted else None
