@@ -8,7 +8,7 @@ from flask import Flask, render_template
 
 from helpdesk import config as config_module
 from helpdesk import notifications, security
-from helpdesk.extensions import csrf, db, htmx, limiter, login_manager, migrate
+from helpdesk.extensions import configure_sqlite, csrf, db, htmx, limiter, login_manager, migrate
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -25,6 +25,8 @@ def create_app(config: dict | None = None) -> Flask:
     security.init_app(app, config or {})
 
     db.init_app(app)
+    with app.app_context():
+        configure_sqlite(db.engine)
     migrate.init_app(app, db, directory=str(_migrations_dir()))
     csrf.init_app(app)
     # Sign-in counts live in Redis when there is one, so every console worker sees them.

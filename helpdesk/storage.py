@@ -11,8 +11,7 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
@@ -97,8 +96,9 @@ class AttachmentStore(ABC):
 
     @abstractmethod
     def put(self, data: bytes | BinaryIO, *, content_type: str, size: int | None = None,
-            sha256: str | None = None) -> StoredObject:
-        """Store `data` under a new key; return the key, size and SHA-256 (the caller's `sha256` of bytes, if given)."""
+            sha256: str | None = None, key: str | None = None) -> StoredObject:
+        """Store `data` under `key` (a new one if None); return the key, size and SHA-256 (the caller's `sha256` of
+        bytes, if given). Putting the same bytes under the same key again is harmless."""
 
     @abstractmethod
     def open(self, key: str) -> Iterator[bytes]:
@@ -134,135 +134,9 @@ class AttachmentStore(ABC):
     def ready(self) -> None:
         """Prepare the store to take files, once per store object; raise StorageError when it cannot."""
 
-    def fresh(self) -> AttachmentStore:
-        """Return a store like this one with connections of its own (for a forked process)."""
-        return self
-
-
-UPLOAD_THREADS = 4
-_uploads_pool: ThreadPoolExecutor | None = None
-
-
-def _upload_pool() -> ThreadPoolExecutor:
-    global _uploads_pool
-    if _uploads_pool is None:
-        _uploads_pool = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="helpdesk-upload")
-    return _uploads_pool
-
-
-def _forget_upload_pool() -> None:
-    # A forked child (an RQ work-horse) inherits the pool but not its threads.
-    global _uploads_pool
-    _uploads_pool = None
-
-
-os.register_at_fork(after_in_child=_forget_upload_pool)
-
-
-class Uploads:
-    """Several puts running in the background while the caller does other work (its database writes)."""
-
-    def __init__(self, store: AttachmentStore, files: list[tuple[bytes, str]]) -> None:
-        """Start storing each (data, content_type) of `files`."""
-        pool = _upload_pool()
-        self._futures = [pool.submit(store.put, data, content_type=content_type) for data, content_type in files]
-
-    @classmethod
-    def completed(cls, stored: list[StoredObject]) -> Uploads:
-        """Return finished uploads (made elsewhere, say by a poll's helper process)."""
-        uploads = cls.__new__(cls)
-        uploads._futures = []
-        for obj in stored:
-            future: Future = Future()
-            future.set_result(obj)
-            uploads._futures.append(future)
-        return uploads
-
-    def results(self) -> list[StoredObject]:
-        """Wait for every put; return what was stored in order, or raise the first StorageError."""
-        done = [self._outcome(future) for future in self._futures]
-        for outcome in done:
-            if isinstance(outcome, BaseException):
-                raise outcome
-        return done
-
-    def stored_keys(self) -> list[str]:
-        """Wait for every put; return the keys that were stored (for the caller to remove on failure)."""
-        return [o.key for o in map(self._outcome, self._futures) if isinstance(o, StoredObject)]
-
-    @staticmethod
-    def _outcome(future: Future) -> StoredObject | BaseException:
-        try:
-            return future.result()
-        except StorageError as exc:
-            return exc
-        except Exception as exc:  # noqa: BLE001 - any failure of a put is the store's failure to the caller
-            return StorageError(f"Cannot store attachment: {type(exc).__name__}: {exc}")
-
-
-class SharedPuts:
-    """Puts that store equal files once: a file with the bytes and content type of one stored before in the
-    same scope gets that one's object, not a new one.
-
-    Mails often carry the same files (the sender's logo, an inline image quoted again), so a poll's
-    helper stores each once. The object then belongs to several mails: whoever removes one of them
-    must first make sure no other mail keeps it (see `ingest.removals_gathered`).
-    """
-
-    def __init__(self, store: AttachmentStore) -> None:
-        self._store = store
-        self._lock = threading.Lock()  # puts run on several threads
-        self._objects: dict[tuple, _Shared] = {}
-        self._files: dict[str, tuple] = {}  # an object's key -> the file it holds, as `_objects` names it
-
-    def put(self, data: bytes, *, content_type: str, scope: object) -> StoredObject:
-        """Store `data` unless an equal file of `scope` was stored (or is being stored) already; return its object."""
-        digest = hashlib.sha256(data)
-        file = (scope, content_type, len(data), digest.digest())
-        with self._lock:
-            shared = self._objects.get(file)
-            mine = shared is None
-            if mine:
-                shared = self._objects[file] = _Shared()
-            shared.puts += 1
-        if not mine:
-            return shared.stored.result()  # raises the StorageError of a put that failed
-        try:
-            stored = self._store.put(data, content_type=content_type, sha256=digest.hexdigest())
-        except BaseException as exc:
-            with self._lock:
-                del self._objects[file]  # the next equal file tries again
-            shared.stored.set_exception(exc)
-            raise
-        with self._lock:
-            self._files[stored.key] = file
-        # Set before this thread looks up another file: two threads each waiting for the other's
-        # file is then impossible.
-        shared.stored.set_result(stored)
-        return stored
-
-    def give_back(self, stored: StoredObject) -> None:
-        """Undo one `put` that returned `stored`: once no other put has it, remove it (or raise StorageError)."""
-        # For a mail whose other files could not be stored: those it did store are nobody's, unless
-        # another mail of the scope has them too.
-        with self._lock:
-            file = self._files.get(stored.key)
-            shared = self._objects.get(file) if file is not None else None
-            if shared is None:
-                return
-            shared.puts -= 1
-            if shared.puts:
-                return  # another mail has it too
-            del self._objects[file], self._files[stored.key]  # an equal file put later is stored afresh
-        self._store.delete(stored.key)
-
-
-@dataclass
-class _Shared:
-    """One file of `SharedPuts`: its object (once stored) and how many puts returned it or wait for it."""
-
-    stored: Future = field(default_factory=Future)
-    puts: int = 0
+    @abstractmethod
+    def keys_older_than(self, prefix: str, before: datetime) -> Iterator[str]:
+        """Yield the keys under `prefix` stored before `before`."""
 
 
 class LocalStore(AttachmentStore):
@@ -278,9 +152,9 @@ class LocalStore(AttachmentStore):
         return path
 
     def put(self, data: bytes | BinaryIO, *, content_type: str, size: int | None = None,
-            sha256: str | None = None) -> StoredObject:
+            sha256: str | None = None, key: str | None = None) -> StoredObject:
         # content_type is the caller's record to keep; a plain file has nowhere to hold it.
-        key = new_key()
+        key = key or new_key()
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -338,6 +212,15 @@ class LocalStore(AttachmentStore):
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
+    def keys_older_than(self, prefix: str, before: datetime) -> Iterator[str]:
+        top = self._path(prefix.rstrip("/"))
+        if not top.is_dir():
+            return
+        cutoff = before.timestamp()
+        for path in top.rglob("*"):
+            if path.is_file() and not path.name.startswith(".") and path.stat().st_mtime < cutoff:
+                yield path.relative_to(self.folder).as_posix()
+
     def check(self) -> None:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -363,8 +246,6 @@ class S3Store(AttachmentStore):
         self.endpoint = endpoint
         self.bucket = bucket
         self.region = region
-        self._settings = dict(endpoint=endpoint, access_key=access_key, secret_key=secret_key, bucket=bucket,
-                              secure=secure, region=region, ca_file=ca_file)
         # Our own pool: fewer retries than minio's default so an unreachable server is reported
         # in seconds, and the admin's CA file when given (else the system's CAs, not certifi's).
         http = urllib3.PoolManager(
@@ -382,7 +263,7 @@ class S3Store(AttachmentStore):
         except ValueError as exc:
             raise StorageError(f"The S3 endpoint {endpoint!r} is not usable: {exc}") from exc
         self._bucket_ready = False
-        self._bucket_lock = threading.Lock()  # uploads run on several threads
+        self._bucket_lock = threading.Lock()  # a console serves requests on several threads
 
     def _error(self, exc: Exception, key: str | None = None) -> StorageError:
         """Translate a minio/urllib3 failure into a StorageError an admin can act on."""
@@ -422,12 +303,6 @@ class S3Store(AttachmentStore):
             return StorageError(f"Cannot reach the S3 server at {self.endpoint}: {exc}", kind="unreachable")
         return StorageError(f"The S3 server at {self.endpoint} gave an unusable answer: {exc}")
 
-    def fresh(self) -> S3Store:
-        store = S3Store(**self._settings)
-        # A bucket this store has seen need not be asked for again, nor raced for by several helpers.
-        store._bucket_ready = self._bucket_ready
-        return store
-
     def ready(self) -> None:
         if self._bucket_ready:
             return
@@ -462,9 +337,9 @@ class S3Store(AttachmentStore):
         return False
 
     def put(self, data: bytes | BinaryIO, *, content_type: str, size: int | None = None,
-            sha256: str | None = None) -> StoredObject:
+            sha256: str | None = None, key: str | None = None) -> StoredObject:
         self.ready()
-        key = new_key()
+        key = _checked_key(key) if key else new_key()
         if isinstance(data, (bytes, bytearray, memoryview)):
             data = bytes(data)
             _check_size(size, len(data))
@@ -539,6 +414,14 @@ class S3Store(AttachmentStore):
                 return False
             raise error from exc
         return True
+
+    def keys_older_than(self, prefix: str, before: datetime) -> Iterator[str]:
+        try:
+            for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True):
+                if obj.last_modified is not None and obj.last_modified < before:
+                    yield obj.object_name
+        except (MinioException, HTTPError) as exc:
+            raise self._error(exc) from exc
 
     def check(self) -> None:
         self._bucket_ready = False

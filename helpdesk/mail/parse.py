@@ -970,6 +970,11 @@ def _classify(mail: ParsedMail, walker: _Walker) -> None:
 # Entry point
 
 
+def parse_all(raws: Iterable[bytes]) -> Iterator[ParsedMail]:
+    """Parse each raw mail, in order."""
+    return map(parse, raws)
+
+
 def parse(raw: bytes) -> ParsedMail:
     """Parse raw mail bytes into a ParsedMail; never raise, record problems in defects."""
     if isinstance(raw, str):

@@ -204,8 +204,10 @@ class InboundMail(db.Model):
     reason: Mapped[str] = mapped_column(Text, default="")
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id", ondelete="SET NULL"), index=True)
     comment_id: Mapped[int | None] = mapped_column(ForeignKey("comments.id", ondelete="SET NULL"))
-    raw_key: Mapped[str | None] = mapped_column(String(255))  # raw bytes kept in the store when quarantined
+    raw_key: Mapped[str | None] = mapped_column(String(255), index=True)  # raw bytes kept when quarantined
     processing_ms: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     mailbox: Mapped[Mailbox | None] = relationship()
+    ticket: Mapped["Ticket | None"] = relationship()
+    comment: Mapped["Comment | None"] = relationship()

@@ -1,9 +1,10 @@
-"""Polling support mailboxes: one poll per mailbox at a time, each mail ingested, then marked done.
+"""Polling support mailboxes: one poll per mailbox at a time, its mails ingested batch by batch, then marked done.
 
-The order is what keeps mail safe: a mail is marked seen/moved/deleted on the server only
-after `ingest_mail` has committed its outcome, and the UID checkpoint moves only after
-that. A crash anywhere leaves mail on the server that the next poll fetches again; the
-ingest dedupe (channel + Message-ID, or a hash) turns the second pass into "duplicate".
+The order is what keeps mail safe: a batch's mails are written in one transaction, and
+marked seen/moved/deleted on the server only after it has committed; the UID checkpoint
+moves only after that. A crash anywhere leaves mail on the server that the next poll
+fetches again; the ingest dedupe (channel + Message-ID, or a hash) turns the second pass
+into "duplicate".
 """
 from __future__ import annotations
 
@@ -12,29 +13,22 @@ import os
 import socket
 import time
 import uuid
-from collections import Counter, deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from functools import partial
 
 from flask import current_app
 from sqlalchemy import or_, update
 
-from helpdesk.extensions import db, durable_commit, group_commits, one_connection
-from helpdesk.mail import prefetch
+from helpdesk.extensions import begin_writing, db
 from helpdesk.mail.imap import ImapError, ImapSession
-from helpdesk.mail.parse import ParsedMail, parse
+from helpdesk.mail.parse import parse_all
 from helpdesk.mail.secrets import CredentialError
 from helpdesk.models import Mailbox
 from helpdesk.models._time import utcnow
-from helpdesk.services import lookups, mailboxes, sign_in
-from helpdesk.services.ingest import (IngestResult, discard_uploads, early_uploader, ingest_mail,
-                                      remove_gathered, removals_gathered)
-from helpdesk.services.mailboxes import own_addresses
-from helpdesk.storage import StoredObject, Uploads
-import jobs
+from helpdesk.services import mailboxes, sign_in
+from helpdesk.services.ingest import IngestResult, Origin, Run, record
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +36,7 @@ BATCH = 50  # mails per FETCH; each batch is marked done with one command
 LOCK_SECONDS = 300  # a poll that dies keeps its mailbox locked this long at most
 BUSY = "another poll is running"
 
-PREFETCH_MIN = 100  # new mails from which a helper process parses while this one stores
 OnResult = Callable[[int, IngestResult], None]
-Fetched = tuple[int, bytes, ParsedMail | None, "list[StoredObject] | None"]
 
 
 @dataclass
@@ -102,13 +94,14 @@ def acquire_lock(mailbox_id: int, owner: str) -> bool:
     return result.rowcount == 1
 
 
-def renew_lock(mailbox_id: int, owner: str) -> None:
-    """Push our lock's expiry forward; raise MailboxBusy when it is no longer ours; commit."""
+def renew_lock(mailbox_id: int, owner: str, *, commit: bool = True) -> None:
+    """Push our lock's expiry forward; raise MailboxBusy when it is no longer ours; commit unless told not to."""
     result = db.session.execute(
         update(Mailbox).where(Mailbox.id == mailbox_id, Mailbox.locked_by == owner)
         .values(locked_until=utcnow() + timedelta(seconds=_lock_seconds()))
         .execution_options(synchronize_session=False))
-    db.session.commit()
+    if commit:
+        db.session.commit()
     if result.rowcount != 1:
         raise MailboxBusy("the poll lock expired and another worker took the mailbox over")
 
@@ -145,8 +138,7 @@ def poll_mailbox(mailbox_id: int, *, on_result: OnResult | None = None) -> PollR
         report.error = "The database refused the poll lock; see the server log."
         return report
     try:
-        with one_connection():
-            _poll(mailbox_id, owner, report, on_result)
+        _poll(mailbox_id, owner, report, on_result)
         report.ok = True
     except ImapError as exc:
         report.error = exc.diagnosis + (f" Server said: {exc.server_reply}" if exc.server_reply else "")
@@ -183,148 +175,55 @@ def _poll(mailbox_id: int, owner: str, report: PollReport, on_result: OnResult |
             mailbox.last_uid = 0
             db.session.commit()
         uids = session.search_uids_since(mailbox.last_uid)
-        if uids:
-            # Settings (own addresses, templates, SLA targets) are read once per poll, not per
-            # mail: a change applies from the next poll.
-            # Each mail is committed on its own, without waiting for the disk; one durable commit
-            # per batch makes them all durable before the server hears they are done.
-            with lookups.shared(), group_commits(), removals_gathered(), _fetcher(session, mailbox, uids) as fetched:
-                _ingest_all(session, mailbox_id, owner, uids, fetched, state.uidvalidity, report, on_result)
-
-
-@contextmanager
-def _fetcher(session: ImapSession, mailbox: Mailbox, uids: list[int]) -> Iterator[Iterator[Fetched]]:
-    """Yield the new mails in UID order: parsed by a helper process when there are many, else fetched here."""
-    if len(uids) >= PREFETCH_MIN and prefetch.available():
-        # The helpers' batches are `_ingest_all`'s: a file they store once for several mails of a
-        # batch is removed, if at all, only once the whole batch is in.
-        helper = prefetch.Prefetcher(mailboxes.imap_settings(mailbox), mailbox.folder, uids, BATCH,
-                                     upload=early_uploader())
-        try:
-            yield ((item.uid, item.raw, item.mail, item.stored) for item in helper)
-        finally:
-            for stored in helper.close():  # files the helpers stored for mails the poll never took
-                discard_uploads(Uploads.completed(stored))
-    else:
-        yield ((uid, raw, None, None) for uid, raw in session.fetch_uids(uids, batch=BATCH))
-
-
-def _ingest_all(session: ImapSession, mailbox_id: int, owner: str, uids: list[int], fetched: Iterator[Fetched],
-                uidvalidity: int, report: PollReport, on_result: OnResult | None) -> None:
-    """Ingest the new mails batch by batch: each mail committed, then the batch marked done and checkpointed."""
-    channel = f"mailbox:{mailbox_id}"
-    own = lookups.cached("own_addresses", own_addresses)
-    ahead = _Ahead(fetched)
-    try:
+        run = Run.start() if uids else None
         for start in range(0, len(uids), BATCH):
-            chunk = uids[start:start + BATCH]
-            done: list[int] = []
-            failed = ""
-            # The batch's confirmation mails go to the workers as one send job, not one per mail.
-            with jobs.gathered():
-                while (item := ahead.take(up_to_uid=chunk[-1])) is not None:
-                    uid, raw, parsed, uploads = item
-                    result = ingest_mail(raw, channel=channel, mailbox_id=mailbox_id, uid=uid,
-                                         uidvalidity=uidvalidity, own=own, parsed=parsed, uploads=uploads,
-                                         then=partial(ahead.next_parsed, up_to_uid=chunk[-1]))
-                    report.processed += 1
-                    report.outcomes[result.outcome] += 1
-                    if on_result is not None:
-                        on_result(uid, result)
-                    if result.outcome != "duplicate" and result.inbound_id is None:
-                        # Nothing durable was recorded (the database failed): leave this mail and the
-                        # ones after it on the server for the next poll.
-                        failed = f"Mail UID {uid} could not be recorded ({result.reason}); it stays on the server."
-                        break
-                    done.append(uid)
-                with durable_commit():
-                    renew_lock(mailbox_id, owner)
-                mailbox = db.session.get(Mailbox, mailbox_id)
-                if done:
-                    mark_processed(session, mailbox, done)
-                # Mails missing from the FETCH were expunged by someone else meanwhile: nothing to keep.
-                # After a failure, though, the ones not taken are still to do.
-                stopped = ahead.failure
-                checkpoint = max(done, default=mailbox.last_uid) if failed or stopped else chunk[-1]
-                mailbox.last_uid = max(mailbox.last_uid, checkpoint)
-                db.session.commit()
-                remove_gathered()  # what the batch's mails did not keep
-                if failed:
-                    raise MailNotRecorded(failed)
-                if stopped is not None:
-                    raise stopped
-    finally:
-        ahead.discard()  # the poll stopped before those mails
+            _ingest_batch(session, mailbox_id, owner, uids[start:start + BATCH], state.uidvalidity, run, report,
+                          on_result)
 
 
-Ahead = tuple[int, bytes, ParsedMail | None, Uploads | None]
-
-
-class _Ahead:
-    """The next few mails, taken from the fetcher (with the files their helper stored).
-
-    A failure to fetch is kept in line and reported when it is due, so the mails before it are
-    still ingested and marked done.
-    """
-
-    DEPTH = 4
-
-    def __init__(self, fetched: Iterator[Fetched]) -> None:
-        self._fetched = fetched
-        self._items: deque[Ahead | ImapError] = deque()
-        self._ended = False
-        self._fill()
-
-    def take(self, *, up_to_uid: int) -> Ahead | None:
-        """Return the next mail if its UID is at most `up_to_uid`, else None."""
-        if not self._due(up_to_uid):
-            return None
-        item = self._items.popleft()
-        self._fill()
-        return item
-
-    def next_parsed(self, *, up_to_uid: int) -> tuple[bytes, ParsedMail] | None:
-        """Return the next mail's (raw, parsed) if its UID is at most `up_to_uid`, parsing it now if no helper did."""
-        if not self._due(up_to_uid):
-            return None
-        uid, raw, parsed, uploads = self._items[0]
-        if parsed is None:
-            # Should parsing fail, the caller (ingest) goes on without it, and this mail's own ingest
-            # parses it again and quarantines it.
-            parsed = parse(raw)
-            self._items[0] = (uid, raw, parsed, uploads)  # parsed once: its ingest takes this
-        return raw, parsed
-
-    def _due(self, up_to_uid: int) -> bool:
-        """Tell whether a mail stands next in line (not a fetch failure) with its UID at most `up_to_uid`."""
-        return bool(self._items) and not isinstance(self._items[0], ImapError) and self._items[0][0] <= up_to_uid
-
-    @property
-    def failure(self) -> ImapError | None:
-        """The fetch failure that stands next in line, if any."""
-        return self._items[0] if self._items and isinstance(self._items[0], ImapError) else None
-
-    def discard(self) -> None:
-        """Remove what was uploaded for mails never ingested."""
-        for item in self._items:
-            if isinstance(item, tuple) and item[3] is not None:
-                discard_uploads(item[3])
-        self._items.clear()
-
-    def _fill(self) -> None:
-        while not self._ended and len(self._items) < self.DEPTH:
-            try:
-                item = next(self._fetched, None)
-            except ImapError as exc:
-                self._items.append(exc)
-                self._ended = True
-                return
-            if item is None:
-                self._ended = True
-                return
-            uid, raw, parsed, stored = item
-            # Files a helper stored already; otherwise ingest stores them once routing wants them.
-            self._items.append((uid, raw, parsed, Uploads.completed(stored) if stored is not None else None))
+def _ingest_batch(session: ImapSession, mailbox_id: int, owner: str, uids: list[int], uidvalidity: int, run: Run,
+                  report: PollReport, on_result: OnResult | None) -> None:
+    """Fetch a batch, write its mails in one transaction, then mark them done and move the checkpoint."""
+    fetched: list[tuple[int, bytes]] = []
+    fetch_failure: ImapError | None = None
+    try:
+        fetched.extend(session.fetch_uids(uids, batch=BATCH))
+    except ImapError as exc:  # the mails fetched before it are still ingested and marked done
+        fetch_failure = exc
+    channel = f"mailbox:{mailbox_id}"
+    done: list[int] = []
+    results: list[tuple[int, IngestResult]] = []
+    not_recorded = ""
+    begin_writing()
+    renew_lock(mailbox_id, owner, commit=False)
+    for (uid, raw), mail in zip(fetched, parse_all(raw for _uid, raw in fetched)):
+        result = record(raw, Origin(channel, mailbox_id, uid, uidvalidity), run, mail)
+        if result.inbound_id is None:
+            # Nothing durable could be recorded (the database failed): leave this mail and the
+            # ones after it on the server for the next poll.
+            not_recorded = f"Mail UID {uid} could not be recorded ({result.reason}); it stays on the server."
+            break
+        results.append((uid, result))
+        done.append(uid)
+    if not_recorded:
+        db.session.rollback()
+        raise MailNotRecorded(not_recorded)
+    db.session.commit()  # durable before the server hears the mails are done
+    for uid, result in results:
+        report.processed += 1
+        report.outcomes[result.outcome] += 1
+        if on_result is not None:
+            on_result(uid, result)
+    mailbox = db.session.get(Mailbox, mailbox_id)
+    if done:
+        mark_processed(session, mailbox, done)
+    # Mails missing from the FETCH were expunged by someone else meanwhile: nothing to keep.
+    # After a fetch failure, though, the ones not fetched are still to do.
+    checkpoint = max(done, default=mailbox.last_uid) if fetch_failure else uids[-1]
+    mailbox.last_uid = max(mailbox.last_uid, checkpoint)
+    db.session.commit()
+    if fetch_failure is not None:
+        raise fetch_failure
 
 
 def _finish(mailbox_id: int, owner: str, report: PollReport) -> None:

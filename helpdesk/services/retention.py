@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
+from itertools import islice
 
 from flask import current_app
 from sqlalchemy import false, func, update
 
 from helpdesk.extensions import db
-from helpdesk.models import InboundMail, OutboundMessage
+from helpdesk.models import Attachment, InboundMail, OutboundMessage
 from helpdesk.models._time import utcnow
 from helpdesk.services.attachments import attachment_store
 from helpdesk.storage import StorageError
@@ -133,3 +134,25 @@ def _remove(keys: list[str]) -> None:
         attachment_store().delete_many(keys)
     except StorageError:
         log.warning("retention: some raw mails stay in the store (only space lost)", exc_info=True)
+
+
+# Files are put in the store before the rows that name them commit; one whose mail or upload was
+# rolled back names no row. Old enough, no transaction can still be about to name it.
+UNREFERENCED_GRACE = timedelta(days=1)
+
+
+def sweep_unreferenced_files(grace: timedelta = UNREFERENCED_GRACE) -> int:
+    """Remove stored files older than `grace` that no attachment or kept raw mail names; return how many."""
+    store = attachment_store()
+    removed = 0
+    keys = store.keys_older_than("att/", utcnow().replace(tzinfo=timezone.utc) - grace)
+    while chunk := list(islice(keys, BATCH)):
+        named = set(db.session.scalars(db.select(Attachment.storage_key).where(Attachment.storage_key.in_(chunk))))
+        named |= set(db.session.scalars(db.select(InboundMail.raw_key).where(InboundMail.raw_key.in_(chunk))))
+        db.session.rollback()  # a read: no transaction held open while the store works
+        unnamed = [key for key in chunk if key not in named]
+        _remove(unnamed)
+        removed += len(unnamed)
+    if removed:
+        log.info("removed %d stored files that no attachment or raw mail names", removed)
+    return removed

@@ -260,27 +260,29 @@ def test_crash_mid_batch_then_rerun_processes_every_mail_exactly_once(
         monkeypatch, make_mailbox, append, customer_mail, server_state, read_tickets, read_inbound):
     mailbox = make_mailbox()
     uids = append(*(customer_mail(n) for n in range(5)))
-    real_ingest = inbound.ingest_mail
+    real_record = inbound.record
     seen = []
 
-    def crash_on_third(raw, **kwargs):
-        seen.append(kwargs["uid"])
+    def crash_on_third(raw, origin, *args, **kwargs):
+        seen.append(origin.uid)
         if len(seen) == 3:
             raise RuntimeError("worker killed mid-batch")
-        return real_ingest(raw, **kwargs)
+        return real_record(raw, origin, *args, **kwargs)
 
-    monkeypatch.setattr(inbound, "ingest_mail", crash_on_third)
+    monkeypatch.setattr(inbound, "record", crash_on_third)
 
     crashed = inbound.poll_mailbox(mailbox.id)
 
+    # The batch is one transaction: none of it stands, and nothing is marked done on the server.
     assert not crashed.ok and "mid-batch" in crashed.error
-    assert len(read_tickets()) == 2
+    assert read_tickets() == []
     assert fresh(mailbox.id).last_uid == 0
+    assert not any(SEEN in flags for flags in server_state().values())
 
     rerun = inbound.poll_mailbox(mailbox.id)
 
     assert rerun.ok, rerun.error
-    assert dict(rerun.outcomes) == {"duplicate": 2, "created": 3}
+    assert dict(rerun.outcomes) == {"created": 5}
     assert len(read_tickets()) == 5
     assert sorted(row.uid for row in read_inbound()) == uids
     assert all(SEEN in flags for flags in server_state().values())
@@ -311,31 +313,6 @@ def test_batches_larger_than_one_fetch_are_all_processed(monkeypatch, make_mailb
     assert report.ok and report.processed == 10
     assert len(read_tickets()) == 10
     assert fresh(mailbox.id).last_uid == max(uids)
-
-
-def test_a_poll_keeps_to_one_database_connection_however_many_mails_it_commits(make_mailbox, append, customer_mail,
-                                                                               read_tickets):
-    mailbox = make_mailbox()
-    checkouts = []
-
-    def checked_out(*_args):
-        checkouts.append(1)
-
-    def checkouts_of_a_poll_of(count: int) -> int:
-        append(*(customer_mail(n) for n in range(count)))
-        checkouts.clear()
-        event.listen(db.engine, "checkout", checked_out)
-        try:
-            report = inbound.poll_mailbox(mailbox.id)
-        finally:
-            event.remove(db.engine, "checkout", checked_out)
-        assert report.ok and report.processed == count
-        return len(checkouts)
-
-    one, six = checkouts_of_a_poll_of(1), checkouts_of_a_poll_of(6)
-    # Each mail is committed on its own, but not each on a connection taken from the pool afresh.
-    assert six == one
-    assert len(read_tickets()) == 7
 
 
 def test_a_poll_ignores_mail_from_our_own_addresses_and_quarantines_a_loop(

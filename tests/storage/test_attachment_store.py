@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from helpdesk.storage import CHUNK_SIZE, LocalStore, S3Store, SharedPuts, StorageError, StoredObject, make_store
+from helpdesk.storage import CHUNK_SIZE, LocalStore, S3Store, StorageError, StoredObject, make_store
 
 KEY_RE = re.compile(r"att/\d{4}/\d{2}/[0-9a-f]{32}")
 
@@ -344,108 +344,19 @@ def test_a_bucket_another_process_is_creating_is_waited_for_not_reported_missing
     assert store.read(stored.key) == b"after the race"
 
 
-def test_a_fresh_copy_of_a_ready_store_has_its_own_client_and_does_not_ask_for_the_bucket(s3_store):
-    # What a poll's helper process gets: its own connections, and the bucket known to exist.
-    store = s3_store()
-    store.ready()
-    copy = store.fresh()
-    assert copy.client is not store.client and copy.bucket == store.bucket
-    trace = io.StringIO()
-    copy.client.trace_on(trace)
-
-    stored = copy.put(b"from a helper", content_type="text/plain")
-
-    assert store.read(stored.key) == b"from a helper"
-    requests = re.findall(r"^(GET|PUT|HEAD|POST|DELETE) (\S+) HTTP", trace.getvalue(), re.M)
-    assert ("PUT", f"/{store.bucket}/{stored.key}") in requests
-    # Only minio's own region lookup may name the bucket alone: no existence check, no creation.
-    on_bucket = [r for r in requests if r[1].split("?")[0].rstrip("/") == f"/{store.bucket}" and "location" not in r[1]]
-    assert on_bucket == []
+def test_a_file_put_under_its_own_key_twice_is_one_object_with_its_bytes(store):
+    data = b"%PDF-1.4 the same invoice in two mails"
+    first = store.put(data, content_type="application/pdf", key="att/sha256/abc123")
+    again = store.put(data, content_type="application/pdf", key="att/sha256/abc123")
+    assert first.key == again.key == "att/sha256/abc123"
+    assert store.read("att/sha256/abc123") == data
 
 
-def test_a_fresh_copy_of_a_store_not_yet_ready_makes_the_bucket_itself(s3_store):
-    store = s3_store()
-    copy = store.fresh()
-    stored = copy.put(b"first", content_type="text/plain")
-    assert store.read(stored.key) == b"first"
+def test_keys_older_than_lists_only_old_files_under_the_prefix(store):
+    from datetime import timedelta
 
-
-def test_shared_puts_store_equal_files_of_one_scope_once(store):
-    shared = SharedPuts(store)
-    logo, other = os.urandom(3_000), os.urandom(3_000)
-
-    first = shared.put(logo, content_type="image/png", scope=1)
-    again = shared.put(logo, content_type="image/png", scope=1)
-    elsewhere = [shared.put(logo, content_type="image/png", scope=2),  # another batch
-                 shared.put(logo, content_type="image/gif", scope=1),
-                 shared.put(other, content_type="image/png", scope=1)]
-
-    assert again == first
-    assert len({first.key, *(obj.key for obj in elsewhere)}) == 4
-    assert store.read(first.key) == logo
-    assert first.sha256 == hashlib.sha256(logo).hexdigest()
-
-
-def test_shared_puts_from_several_threads_at_once_store_the_file_once(store, monkeypatch):
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
-    puts = []
-    real_put = store.put
-    monkeypatch.setattr(store, "put", lambda data, **kwargs: (puts.append(data), real_put(data, **kwargs))[1])
-    shared = SharedPuts(store)
-    logo = os.urandom(5_000)
-    start = threading.Barrier(6)
-
-    def put(_n: int) -> StoredObject:
-        start.wait(30)
-        return shared.put(logo, content_type="image/png", scope=0)
-
-    with ThreadPoolExecutor(6) as pool:
-        stored = list(pool.map(put, range(6)))
-
-    assert len(puts) == 1
-    assert len(set(stored)) == 1 and store.read(stored[0].key) == logo
-
-
-def test_a_shared_put_that_failed_is_tried_again_by_the_next_equal_file(store, monkeypatch):
-    real_put = store.put
-    down = [True]
-
-    def put(data, **kwargs):
-        if down[0]:
-            raise StorageError("The S3 server is down")
-        return real_put(data, **kwargs)
-
-    monkeypatch.setattr(store, "put", put)
-    shared = SharedPuts(store)
-    with pytest.raises(StorageError):
-        shared.put(b"logo", content_type="image/png", scope=0)
-    down[0] = False
-
-    stored = shared.put(b"logo", content_type="image/png", scope=0)
-
-    assert store.read(stored.key) == b"logo"
-
-
-def test_a_shared_put_given_back_is_removed_only_when_no_other_put_has_it(store):
-    shared = SharedPuts(store)
-    logo = os.urandom(3_000)
-    first = shared.put(logo, content_type="image/png", scope=0)
-    second = shared.put(logo, content_type="image/png", scope=0)  # another mail of the batch
-
-    shared.give_back(first)
-    assert store.exists(first.key)  # the other mail has it
-
-    shared.give_back(second)
-    assert not store.exists(first.key)
-
-    again = shared.put(logo, content_type="image/png", scope=0)
-    assert again.key != first.key and store.read(again.key) == logo
-
-
-def test_a_shared_put_returns_the_hash_of_what_it_stored(store):
-    data = os.urandom(70_000)
-    stored = SharedPuts(store).put(data, content_type="application/pdf", scope=0)
-    assert (stored.size, stored.sha256) == (len(data), hashlib.sha256(data).hexdigest())
-    assert store.read(stored.key) == data
+    kept = store.put(b"one", content_type="text/plain", key="att/sha256/one")
+    store.put(b"raw", content_type="message/rfc822", key="raw/two")
+    later = datetime.now(timezone.utc) + timedelta(minutes=5)
+    assert list(store.keys_older_than("att/", later)) == [kept.key]
+    assert list(store.keys_older_than("att/", later - timedelta(hours=1))) == []
