@@ -14,6 +14,8 @@ from flask import Flask, current_app, has_app_context
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from helpdesk.extensions import db
+
 log = logging.getLogger(__name__)
 QUEUE_NAME = "helpdesk"
 _PENDING = "helpdesk_pending_jobs"
@@ -43,7 +45,6 @@ def worker_app() -> Flask:
     global _worker_app
     if _worker_app is None:
         from helpdesk import create_app
-        from helpdesk.extensions import db
 
         app = create_app()
         with app.app_context():
@@ -57,11 +58,9 @@ def worker_app() -> Flask:
 def enqueue(func: Callable, *args, retry: bool = False, merge: bool = False) -> None:
     """Queue func(*args) to start once the current database transaction commits.
 
-    merge=True: inside `gathered()`, the calls of func are merged into one call with every
-    argument (func must take any number of ids).
+    merge=True: the calls of func that one commit (or one `gathered()` block) starts are merged
+    into one call with every argument (func must take any number of ids).
     """
-    from helpdesk.extensions import db
-
     # Begin the transaction now, so a rollback (which only fires events for a begun one) drops the job.
     db.session.connection()
     db.session.info.setdefault(_PENDING, []).append((func, args, retry, merge))
@@ -74,8 +73,6 @@ def gathered() -> Iterator[None]:
     A poll commits each mail on its own; without this, each commit would hand its own send job
     to Redis. Jobs of rolled-back transactions are dropped as usual.
     """
-    from helpdesk.extensions import db
-
     session = db.session()
     held = session.info[_GATHERED] = []
     try:
@@ -103,7 +100,6 @@ def _merged(jobs: list[tuple]) -> list[tuple[Callable, tuple, bool]]:
     return [(func, tuple(args), retry) for func, args, retry in out]
 
 
-@event.listens_for(Session, "after_commit")
 def _dispatch_pending(session: Session) -> None:
     pending = session.info.pop(_PENDING, None)
     if not pending or not has_app_context():
@@ -113,13 +109,17 @@ def _dispatch_pending(session: Session) -> None:
         held.extend(pending)
         return
     app = current_app._get_current_object()
-    for func, args, retry, _merge in pending:
+    for func, args, retry in _merged(pending):
         dispatch(app, func, args, retry)
 
 
-@event.listens_for(Session, "after_soft_rollback")
 def _drop_pending(session: Session, previous_transaction) -> None:
     session.info.pop(_PENDING, None)
+
+
+# On the app's sessions only (Flask-SQLAlchemy's session factory), not on every Session in the process.
+event.listen(db.session, "after_commit", _dispatch_pending)
+event.listen(db.session, "after_soft_rollback", _drop_pending)
 
 
 def dispatch(app: Flask, func: Callable, args: tuple, retry: bool = False) -> None:
