@@ -15,6 +15,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from helpdesk.extensions import db
+from helpdesk.services import background
 
 log = logging.getLogger(__name__)
 QUEUE_NAME = "helpdesk"
@@ -53,6 +54,30 @@ def worker_app() -> Flask:
             db.engine.dispose()
         _worker_app = app
     return _worker_app
+
+
+def init_app(app: Flask) -> None:
+    """Carry out the app's after-commit work (`helpdesk.services.background`) with these jobs."""
+    background.install(app, Jobs(app))
+
+
+class Jobs:
+    """The services' after-commit work as jobs: RQ when REDIS_URL is set, else this process's runner."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+
+    def send_outbox(self, message_id: int) -> None:
+        """Send the outbox mail after the commit, in one job with the commit's other mails."""
+        from jobs.mail import send_outbox
+
+        enqueue(send_outbox, message_id, retry=True, merge=True)
+
+    def poll_mailbox(self, mailbox_id: int) -> None:
+        """Poll the mailbox after the commit."""
+        from jobs.mail import poll_mailbox
+
+        enqueue(poll_mailbox, mailbox_id)
 
 
 def enqueue(func: Callable, *args, retry: bool = False, merge: bool = False) -> None:

@@ -1,9 +1,9 @@
 """The outbox: every outgoing mail is written here first, then sent by a job; nothing is lost between.
 
 The walk: `queue_mail` writes an `OutboundMessage` (status "queued") in the caller's
-transaction and, for the transaction's first mail, asks for `jobs.mail.send_outbox(id)`
-once it commits. `send` claims the row with one conditional UPDATE (queued -> sending),
-so two workers, or a retry that follows a success, can never both send it. While its
+transaction and asks for it to be sent once that commits; a commit's mails all go to one
+`jobs.mail.send_outbox(*ids)`. `send` claims the row with one conditional UPDATE (queued ->
+sending), so two workers, or a retry that follows a success, can never both send it. While its
 SMTP connection is open, a job also claims and sends the other fresh mails waiting in
 the outbox: a burst (a reply to many tickets, a batch of SLA alerts) goes out over one
 connection and one job instead of one each. If the server answers "try later", the
@@ -42,7 +42,7 @@ from helpdesk.mail.smtp import SmtpError, SmtpSession, SmtpSettings, needs_smtpu
 from helpdesk.models import Attachment, Comment, OutboundMessage, SmtpConfig, Ticket, TicketEvent
 from helpdesk.models._rows import insert_id, insert_row
 from helpdesk.models._time import utcnow
-from helpdesk.services import lookups
+from helpdesk.services import background, lookups
 from helpdesk.services.mailboxes import own_addresses
 from helpdesk.services.smtp_config import load_smtp_settings, sign_in_refused, signed_in
 from helpdesk.storage import StorageError
@@ -124,12 +124,8 @@ def queue_mail(*, kind: str, to: Sequence[str], rendered: RenderedMail, ticket: 
     # A Core INSERT in the caller's transaction: the row is written now, at a third of the cost
     # of the ORM's flush of one object (a burst of notifications queues hundreds).
     message = insert_row(OutboundMessage, values)
-    scratch = lookups.transaction_scratch()
-    if not scratch.get("send_asked"):
-        # One send job per transaction: its burst claims every fresh queued mail, and this
-        # transaction's mails all commit together. A job per mail would find each one taken.
-        scratch["send_asked"] = True
-        _enqueue_send(message.id)
+    # The transaction's mails commit together and go out as one send job, over one connection.
+    background.send_outbox_after_commit(message.id)
     return message
 
 
@@ -218,13 +214,6 @@ def _message_id_domain(from_address: str) -> str:
         return domain
     # Not configured yet: the helpdesk's own host name still makes a unique, valid id.
     return urlsplit(current_app.config.get("PUBLIC_BASE_URL", "")).hostname or "localhost"
-
-
-def _enqueue_send(outbound_id: int) -> None:
-    from jobs import enqueue
-    from jobs.mail import send_outbox
-
-    enqueue(send_outbox, outbound_id, retry=True, merge=True)
 
 
 # --- sending ------------------------------------------------------------------------------
@@ -553,5 +542,5 @@ def resend(outbound_id: int) -> bool:
     if not changed:
         return False
     db.session.expire_all()
-    _enqueue_send(outbound_id)
+    background.send_outbox_after_commit(outbound_id)
     return True
