@@ -79,6 +79,13 @@ class Jobs:
 
         enqueue(poll_mailbox, mailbox_id)
 
+    def wait(self, timeout: float) -> bool:
+        """Wait for the in-process runner's jobs, if this process started it; RQ's run elsewhere."""
+        existing = self.app.extensions.get("job_runner")
+        if existing is None or existing[0] != os.getpid():
+            return True
+        return existing[1].wait(timeout)
+
 
 def enqueue(func: Callable, *args, retry: bool = False, merge: bool = False) -> None:
     """Queue func(*args) to start once the current database transaction commits.
@@ -186,12 +193,22 @@ class Runner:
     def __init__(self, app: Flask):
         self.app = app
         self.jobs: queue.Queue = queue.Queue()
+        # Jobs submitted and not finished yet, a retry that waits its turn included.
+        self.unfinished = 0
+        self.finished = threading.Condition()
         self.thread = threading.Thread(target=self._work, name="helpdesk-jobs", daemon=True)
         self.thread.start()
 
-    def submit(self, func: Callable, args: tuple, retry: bool = False, attempt: int = 0) -> None:
+    def submit(self, func: Callable, args: tuple, retry: bool = False) -> None:
         """Queue a job for the background thread."""
-        self.jobs.put((func, args, retry, attempt))
+        with self.finished:
+            self.unfinished += 1
+        self.jobs.put((func, args, retry, 0))
+
+    def wait(self, timeout: float) -> bool:
+        """Wait until every job submitted so far has finished, retries included; False if `timeout` ran out."""
+        with self.finished:
+            return self.finished.wait_for(lambda: self.unfinished == 0, timeout)
 
     def start_recurring(self) -> None:
         """Start the thread that enqueues the recurring jobs (what `rq cron` does with Redis)."""
@@ -200,6 +217,7 @@ class Runner:
     def _work(self) -> None:
         while True:
             func, args, retry, attempt = self.jobs.get()
+            retrying = False
             with self.app.app_context():
                 try:
                     func(*args)
@@ -208,11 +226,17 @@ class Runner:
                     if retry and attempt < len(intervals):
                         log.warning("job %s%r failed; retry %d in %ss", func.__name__, args, attempt + 1,
                                     intervals[attempt])
-                        timer = threading.Timer(intervals[attempt], self.submit, (func, args, retry, attempt + 1))
+                        timer = threading.Timer(intervals[attempt], self.jobs.put,
+                                                ((func, args, retry, attempt + 1),))
                         timer.daemon = True
                         timer.start()
+                        retrying = True
                     else:
                         log.exception("job %s%r failed", func.__name__, args)
+            if not retrying:
+                with self.finished:
+                    self.unfinished -= 1
+                    self.finished.notify_all()
             self.jobs.task_done()
 
     def _schedule(self) -> None:

@@ -19,6 +19,9 @@ class Background(Protocol):
     def poll_mailbox(self, mailbox_id: int) -> None:
         """Poll the mailbox once the current transaction commits."""
 
+    def wait(self, timeout: float) -> bool:
+        """Wait for the work this process runs itself; False when some is still left after `timeout` seconds."""
+
 
 def install(app: Flask, background: Background) -> None:
     """Have `background` carry out the app's after-commit work."""
@@ -33,3 +36,11 @@ def send_outbox_after_commit(message_id: int) -> None:
 def poll_mailbox_after_commit(mailbox_id: int) -> None:
     """Have mailbox `mailbox_id` polled once the current transaction commits."""
     current_app.extensions["background"].poll_mailbox(mailbox_id)
+
+
+def wait_for_queued(timeout: float) -> bool:
+    """Wait up to `timeout` seconds for the work this process runs itself; False when some is left.
+
+    Work handed to other processes (RQ's workers) is not waited for.
+    """
+    return current_app.extensions["background"].wait(timeout)
