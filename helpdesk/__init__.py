@@ -53,6 +53,7 @@ def create_app(config: dict | None = None) -> Flask:
 
     _register_blueprints(app)
     notifications.connect()
+    _register_jobs(app)
     _register_errors(app)
     _register_cli(app)
     _register_template_helpers(app)
@@ -93,6 +94,13 @@ def _register_errors(app: Flask) -> None:
     app.register_error_handler(413, lambda e: page(413, "Too large", "The upload is larger than the server accepts."))
     app.register_error_handler(500, lambda e: page(500, "Something went wrong",
                                                    "The error was logged. Try again in a moment."))
+
+
+def _register_jobs(app: Flask) -> None:
+    import jobs
+
+    # What the services ask for after a commit (mail to send, a mailbox to poll) runs as these jobs.
+    jobs.init_app(app)
 
 
 def _register_cli(app: Flask) -> None:

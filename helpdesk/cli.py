@@ -112,6 +112,7 @@ def ingest_files(files: tuple[str, ...]) -> None:
         # Quarantined mails are recorded with their raw bytes: not a failure of this command.
         result = ingest_mail(raw, channel="cli")
         click.echo(json.dumps({"file": name, **result.summary()}, ensure_ascii=False))
+    _finish_queued_jobs()
     if unreadable:
         raise click.ClickException(f"{unreadable} file(s) could not be read; nothing was done with them")
 
@@ -180,8 +181,21 @@ def poll_mailboxes(mailbox_id: int | None) -> None:
             click.echo(f"mailbox {each}: {report.summary}", err=True)
             if not report.skipped:  # "another poll is running" is not a failure
                 failed += 1
+    _finish_queued_jobs()
     if failed:
         raise click.ClickException(f"{failed} mailbox poll(s) failed")
+
+
+def _finish_queued_jobs() -> None:
+    """Wait for the jobs this command queued (confirmation mails): without Redis, a thread of this process runs them."""
+    from flask import current_app
+
+    from helpdesk.services import background
+
+    seconds = current_app.config["JOBS_WAIT_SECONDS"]
+    if not background.wait_for_queued(seconds):
+        click.echo(f"Background jobs still running after {seconds:g} s (JOBS_WAIT_SECONDS) stop with this command; "
+                   "the recurring outbox sweep sends the mail they did not.", err=True)
 
 
 @email.command("watch")

@@ -43,6 +43,9 @@ def from_environment(instance_path: str) -> dict:
         "OUTBOX_MAX_ATTEMPTS": int(env.get("OUTBOX_MAX_ATTEMPTS", 20)),
         "TLS_CA_FILE": env.get("TLS_CA_FILE") or None,
         "JOBS_INLINE": _flag(env.get("JOBS_INLINE")),
+        # Without Redis, `email ingest` and `email poll` wait this long for the jobs they queued
+        # (confirmation mails) before they exit; the outbox sweep sends what is left.
+        "JOBS_WAIT_SECONDS": float(env.get("JOBS_WAIT_SECONDS") or 30),
         # Seconds between send retries after a transient SMTP failure (RQ's Retry intervals).
         "RETRY_INTERVALS": [int(x) for x in env.get("RETRY_INTERVALS", "10,30,60,300,900").split(",")],
         # How many reverse proxies stand in front of the console; their X-Forwarded-* headers are

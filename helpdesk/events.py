@@ -5,7 +5,6 @@ from blinker import Namespace
 
 from helpdesk.extensions import db
 from helpdesk.models import Agent, Ticket, TicketEvent
-from helpdesk.models._rows import insert_id
 
 _signals = Namespace()
 ticket_created = _signals.signal("ticket-created")
@@ -20,8 +19,7 @@ def emit(name: str, ticket: Ticket, agent: Agent | None = None, detail: str = ""
     """Record event `name` on the ticket and tell whoever listens (notifications hang here)."""
     if ticket.id is None:
         db.session.flush()  # the event row refers to the ticket
-    insert_id(TicketEvent, {"ticket_id": ticket.id, "kind": name, "agent_id": agent.id if agent else None,
-                            "detail": detail})
+    db.session.add(TicketEvent(ticket_id=ticket.id, kind=name, agent=agent, detail=detail))
     signal = SIGNALS.get(name)
     if signal is not None:
         signal.send(ticket, agent=agent, **data)

@@ -7,17 +7,18 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 from flask import Flask, current_app, has_app_context
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from helpdesk.extensions import db
+from helpdesk.services import background
+
 log = logging.getLogger(__name__)
 QUEUE_NAME = "helpdesk"
 _PENDING = "helpdesk_pending_jobs"
-_GATHERED = "helpdesk_gathered_jobs"
 _worker_app: Flask | None = None
 
 
@@ -43,7 +44,6 @@ def worker_app() -> Flask:
     global _worker_app
     if _worker_app is None:
         from helpdesk import create_app
-        from helpdesk.extensions import db
 
         app = create_app()
         with app.app_context():
@@ -54,38 +54,46 @@ def worker_app() -> Flask:
     return _worker_app
 
 
+def init_app(app: Flask) -> None:
+    """Carry out the app's after-commit work (`helpdesk.services.background`) with these jobs."""
+    background.install(app, Jobs(app))
+
+
+class Jobs:
+    """The services' after-commit work as jobs: RQ when REDIS_URL is set, else this process's runner."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+
+    def send_outbox(self, message_id: int) -> None:
+        """Send the outbox mail after the commit, in one job with the commit's other mails."""
+        from jobs.mail import send_outbox
+
+        enqueue(send_outbox, message_id, retry=True, merge=True)
+
+    def poll_mailbox(self, mailbox_id: int) -> None:
+        """Poll the mailbox after the commit."""
+        from jobs.mail import poll_mailbox
+
+        enqueue(poll_mailbox, mailbox_id)
+
+    def wait(self, timeout: float) -> bool:
+        """Wait for the in-process runner's jobs, if this process started it; RQ's run elsewhere."""
+        existing = self.app.extensions.get("job_runner")
+        if existing is None or existing[0] != os.getpid():
+            return True
+        return existing[1].wait(timeout)
+
+
 def enqueue(func: Callable, *args, retry: bool = False, merge: bool = False) -> None:
     """Queue func(*args) to start once the current database transaction commits.
 
-    merge=True: inside `gathered()`, the calls of func are merged into one call with every
+    merge=True: the calls of func that one commit starts are merged into one call with every
     argument (func must take any number of ids).
     """
-    from helpdesk.extensions import db
-
     # Begin the transaction now, so a rollback (which only fires events for a begun one) drops the job.
     db.session.connection()
     db.session.info.setdefault(_PENDING, []).append((func, args, retry, merge))
-
-
-@contextmanager
-def gathered() -> Iterator[None]:
-    """Hold back the jobs that the block's committed transactions queue, and dispatch them at its end.
-
-    A poll commits each mail on its own; without this, each commit would hand its own send job
-    to Redis. Jobs of rolled-back transactions are dropped as usual.
-    """
-    from helpdesk.extensions import db
-
-    session = db.session()
-    held = session.info[_GATHERED] = []
-    try:
-        yield
-    finally:
-        session.info.pop(_GATHERED, None)
-        if held and has_app_context():
-            app = current_app._get_current_object()
-            for func, args, retry in _merged(held):
-                dispatch(app, func, args, retry)
 
 
 def _merged(jobs: list[tuple]) -> list[tuple[Callable, tuple, bool]]:
@@ -103,23 +111,27 @@ def _merged(jobs: list[tuple]) -> list[tuple[Callable, tuple, bool]]:
     return [(func, tuple(args), retry) for func, args, retry in out]
 
 
-@event.listens_for(Session, "after_commit")
 def _dispatch_pending(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint released: its jobs wait for the transaction's own commit
     pending = session.info.pop(_PENDING, None)
     if not pending or not has_app_context():
         return
-    held = session.info.get(_GATHERED)
-    if held is not None:
-        held.extend(pending)
-        return
     app = current_app._get_current_object()
-    for func, args, retry, _merge in pending:
+    for func, args, retry in _merged(pending):
         dispatch(app, func, args, retry)
 
 
-@event.listens_for(Session, "after_soft_rollback")
 def _drop_pending(session: Session, previous_transaction) -> None:
-    session.info.pop(_PENDING, None)
+    # A savepoint rolled back (one mail of a poll's batch) keeps the jobs of the mails before it;
+    # a job for a row it took back finds nothing to do.
+    if not previous_transaction.nested:
+        session.info.pop(_PENDING, None)
+
+
+# On the app's sessions only (Flask-SQLAlchemy's session factory), not on every Session in the process.
+event.listen(db.session, "after_commit", _dispatch_pending)
+event.listen(db.session, "after_soft_rollback", _drop_pending)
 
 
 def dispatch(app: Flask, func: Callable, args: tuple, retry: bool = False) -> None:
@@ -161,12 +173,22 @@ class Runner:
     def __init__(self, app: Flask):
         self.app = app
         self.jobs: queue.Queue = queue.Queue()
+        # Jobs submitted and not finished yet, a retry that waits its turn included.
+        self.unfinished = 0
+        self.finished = threading.Condition()
         self.thread = threading.Thread(target=self._work, name="helpdesk-jobs", daemon=True)
         self.thread.start()
 
-    def submit(self, func: Callable, args: tuple, retry: bool = False, attempt: int = 0) -> None:
+    def submit(self, func: Callable, args: tuple, retry: bool = False) -> None:
         """Queue a job for the background thread."""
-        self.jobs.put((func, args, retry, attempt))
+        with self.finished:
+            self.unfinished += 1
+        self.jobs.put((func, args, retry, 0))
+
+    def wait(self, timeout: float) -> bool:
+        """Wait until every job submitted so far has finished, retries included; False if `timeout` ran out."""
+        with self.finished:
+            return self.finished.wait_for(lambda: self.unfinished == 0, timeout)
 
     def start_recurring(self) -> None:
         """Start the thread that enqueues the recurring jobs (what `rq cron` does with Redis)."""
@@ -175,6 +197,7 @@ class Runner:
     def _work(self) -> None:
         while True:
             func, args, retry, attempt = self.jobs.get()
+            retrying = False
             with self.app.app_context():
                 try:
                     func(*args)
@@ -183,11 +206,17 @@ class Runner:
                     if retry and attempt < len(intervals):
                         log.warning("job %s%r failed; retry %d in %ss", func.__name__, args, attempt + 1,
                                     intervals[attempt])
-                        timer = threading.Timer(intervals[attempt], self.submit, (func, args, retry, attempt + 1))
+                        timer = threading.Timer(intervals[attempt], self.jobs.put,
+                                                ((func, args, retry, attempt + 1),))
                         timer.daemon = True
                         timer.start()
+                        retrying = True
                     else:
                         log.exception("job %s%r failed", func.__name__, args)
+            if not retrying:
+                with self.finished:
+                    self.unfinished -= 1
+                    self.finished.notify_all()
             self.jobs.task_done()
 
     def _schedule(self) -> None:

@@ -14,7 +14,7 @@ from helpdesk.mail.diagnosis import Diagnosis
 from helpdesk.mail.secrets import CredentialError
 from helpdesk.models import Mailbox
 from helpdesk.models._time import utcnow
-from helpdesk.services import mailboxes, sign_in
+from helpdesk.services import background, mailboxes, sign_in
 from helpdesk.web import admin_required, render_htmx
 
 PAGE = "admin_email/inbound.html"
@@ -103,11 +103,8 @@ def inbound_status(mailbox_id: int):
 @bp.route("/inbound/<int:mailbox_id>/poll", methods=["POST"])
 @admin_required
 def inbound_poll(mailbox_id: int):
-    from jobs import enqueue
-    from jobs.mail import poll_mailbox
-
     mailbox = _mailbox(mailbox_id)
-    enqueue(poll_mailbox, mailbox.id)
+    background.poll_mailbox_after_commit(mailbox.id)
     db.session.commit()  # the job starts after the commit (inline in tests, else on a worker)
     if request.headers.get("HX-Request") != "true":
         flash("Poll started; the status below updates when it ends.", "success")

@@ -11,6 +11,7 @@ import logging
 import mimetypes
 import quopri
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email import policy

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from helpdesk.extensions import db
 from helpdesk.models._time import utcnow
 from helpdesk.models.people import Agent
+from helpdesk.models.tickets import Comment, Ticket
 
 
 AUTH_METHODS = ("password", "oauth2")
@@ -209,5 +210,5 @@ class InboundMail(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     mailbox: Mapped[Mailbox | None] = relationship()
-    ticket: Mapped["Ticket | None"] = relationship()
-    comment: Mapped["Comment | None"] = relationship()
+    ticket: Mapped[Ticket | None] = relationship()
+    comment: Mapped[Comment | None] = relationship()

@@ -8,6 +8,7 @@ from helpdesk.extensions import db
 from helpdesk.models import Contact, Customer, CustomerDomain, Ticket
 from helpdesk.people.forms import ContactForm, CustomerForm
 from helpdesk.services import listing
+from helpdesk.services.contacts import find_or_create_contact
 from helpdesk.web import agent_required, render_htmx
 
 bp = Blueprint("people", __name__, template_folder="templates")
@@ -36,12 +37,11 @@ def edit_contact(contact_id: int | None = None):
     form.customer_id.choices = [SelectChoice(0, "— None —")] + [
         SelectChoice(c.id, c.name) for c in db.session.scalars(db.select(Customer).order_by(Customer.name))]
     if form.validate_on_submit():
-        email = form.email.data.strip().lower()
-        clash = db.session.scalar(db.select(Contact).filter(Contact.email == email, Contact.id != contact.id))
-        if clash is not None:
+        holder = find_or_create_contact(form.email.data, create=False)
+        if holder is not None and holder is not contact:
             form.email.errors.append("Another contact has this email.")
         else:
-            contact.name, contact.email = form.name.data or "", email
+            contact.name, contact.email = form.name.data or "", form.email.data
             contact.customer_id = form.customer_id.data or None
             db.session.add(contact)
             db.session.commit()

@@ -8,7 +8,6 @@ from flask import current_app
 from helpdesk.extensions import db
 from helpdesk.mail.parse import clean_filename
 from helpdesk.models import Attachment, Comment, Ticket
-from helpdesk.models._rows import insert_row
 from helpdesk.storage import AttachmentStore, StoredObject, make_store
 
 
@@ -36,11 +35,12 @@ def link_attachment(ticket: Ticket, stored: StoredObject, *, filename: str, cont
                     comment: Comment | None = None, content_id: str | None = None,
                     inline: bool = False) -> Attachment:
     """Link bytes already in the store to the ticket (and comment)."""
-    if ticket.id is None or (comment is not None and comment.id is None):
-        db.session.flush()  # the attachment row refers to them
-    # A Core INSERT (ids only, no collections touched): a poll links hundreds of files in a row.
-    return insert_row(Attachment, dict(
-        ticket_id=ticket.id, comment_id=comment.id if comment is not None else None,
+    attachment = Attachment(
+        ticket=ticket, comment=comment,
         # Agents' uploads are named by their browser: cleaned as inbound names are.
-        filename=(clean_filename(filename or "") or "attachment")[:255], content_type=(content_type or "application/octet-stream")[:255],
-        size=stored.size, sha256=stored.sha256, storage_key=stored.key, content_id=content_id, inline=inline))
+        filename=(clean_filename(filename or "") or "attachment")[:255],
+        content_type=(content_type or "application/octet-stream")[:255],
+        size=stored.size, sha256=stored.sha256, storage_key=stored.key, content_id=content_id, inline=inline)
+    db.session.add(attachment)
+    db.session.flush()  # callers name it by its id: inline images' URLs, an outbox mail's files
+    return attachment

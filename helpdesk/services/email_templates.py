@@ -13,7 +13,6 @@ from helpdesk.mail.render import (CATALOGUE, DEFAULT_TEMPLATES, TEMPLATE_KINDS, 
                                   render_mail, sample_values)
 from helpdesk.models import Agent, EmailTemplate, Ticket
 from helpdesk.models._time import utcnow
-from helpdesk.services import lookups
 from helpdesk.services.placeholders import ticket_values
 
 log = logging.getLogger(__name__)
@@ -78,14 +77,10 @@ def render_draft(kind: str, subject: str, body: str, values: dict[str, str]) -> 
 
 def render_notification(kind: str, values: dict[str, str], *, include_disabled: bool = False) -> RenderedMail | None:
     """Render the stored template of `kind`; None when the admin disabled it (unless `include_disabled`)."""
-    def load() -> tuple[str, str, bool]:
-        template = get_template(kind)
-        return template.subject, template.body, template.enabled
-
-    subject, body, enabled = lookups.cached(f"template:{kind}", load)
-    if not enabled and not include_disabled:
+    template = get_template(kind)
+    if not template.enabled and not include_disabled:
         return None
-    rendered = render_draft(kind, subject, body, values)
+    rendered = render_draft(kind, template.subject, template.body, values)
     if rendered.unknown:
         # Unknown names go out as typed; the admin sees the same warning in the editor.
         log.warning("Email template %s uses unknown placeholders: %s", kind, ", ".join(rendered.unknown))
@@ -95,7 +90,6 @@ def render_notification(kind: str, values: dict[str, str], *, include_disabled: 
 def save_template(kind: str, subject: str, body: str, enabled: bool, agent: Agent | None) -> EmailTemplate:
     """Store new text for a template and who changed it; the caller commits."""
     template = get_template(kind)
-    lookups.forget(f"template:{kind}")
     template.subject = subject
     template.body = body
     template.enabled = enabled

@@ -27,7 +27,7 @@ from helpdesk.mail.parse import parse_all
 from helpdesk.mail.secrets import CredentialError
 from helpdesk.models import Mailbox
 from helpdesk.models._time import utcnow
-from helpdesk.services import mailboxes, sign_in
+from helpdesk.services import background, mailboxes, sign_in
 from helpdesk.services.ingest import IngestResult, Origin, Run, record
 
 log = logging.getLogger(__name__)
@@ -246,16 +246,13 @@ def _finish(mailbox_id: int, owner: str, report: PollReport) -> None:
 
 def queue_due_polls() -> list[int]:
     """Queue a poll job for each enabled mailbox whose interval has passed; return their ids."""
-    from jobs import enqueue
-    from jobs.mail import poll_mailbox as poll_job
-
     now = utcnow()
     due = []
     for mailbox in db.session.scalars(db.select(Mailbox).where(Mailbox.enabled.is_(True)).order_by(Mailbox.id)):
         if mailbox.locked_until is not None and mailbox.locked_until > now:
             continue  # a poll is running; its end sets last_poll_at
         if mailbox.last_poll_at is None or mailbox.last_poll_at + timedelta(seconds=mailbox.poll_interval) <= now:
-            enqueue(poll_job, mailbox.id)
+            background.poll_mailbox_after_commit(mailbox.id)
             due.append(mailbox.id)
     db.session.commit()  # enqueue dispatches after the commit
     return due

@@ -30,7 +30,7 @@ from helpdesk.mail.trim import trim_reply
 from helpdesk.models import Comment, Contact, Customer, InboundMail, OutboundMessage, Ticket
 from helpdesk.models._time import utcnow
 from helpdesk.services.attachments import attachment_store, link_attachment
-from helpdesk.services.contacts import find_or_create_contact
+from helpdesk.services.contacts import customer_by_domain, find_or_create_contact
 from helpdesk.services.mailboxes import own_addresses
 from helpdesk.services.tickets import add_comment, open_ticket
 from helpdesk.storage import LocalStore, StorageError, StoredObject
@@ -355,10 +355,11 @@ def _recent_from_sender(claim: InboundMail, run: Run) -> int:
 def _sender(mail: ParsedMail, run: Run) -> tuple[Contact | None, Customer | None]:
     """Return the sender's contact (made when new, as the settings allow) and customer."""
     address = mail.from_address
-    if not address or "@" not in address or not _usable_key(address, _ADDRESS_MAX):
+    if not address or not _usable_key(address, _ADDRESS_MAX):
         return None, None
-    contact = find_or_create_contact(address, _clip(_text(mail.from_name), _NAME_MAX) or "",
-                                     create=run.create_contacts)
+    # Without contacts for unknown senders, a sender of a customer's domain still gets one.
+    create = run.create_contacts or customer_by_domain(address) is not None
+    contact = find_or_create_contact(address, mail.from_name or "", create=create)
     return contact, contact.customer if contact is not None else None
 
 

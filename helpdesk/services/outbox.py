@@ -1,9 +1,9 @@
 """The outbox: every outgoing mail is written here first, then sent by a job; nothing is lost between.
 
 The walk: `queue_mail` writes an `OutboundMessage` (status "queued") in the caller's
-transaction and, for the transaction's first mail, asks for `jobs.mail.send_outbox(id)`
-once it commits. `send` claims the row with one conditional UPDATE (queued -> sending),
-so two workers, or a retry that follows a success, can never both send it. While its
+transaction and asks for it to be sent once that commits; a commit's mails all go to one
+`jobs.mail.send_outbox(*ids)`. `send` claims the row with one conditional UPDATE (queued ->
+sending), so two workers, or a retry that follows a success, can never both send it. While its
 SMTP connection is open, a job also claims and sends the other fresh mails waiting in
 the outbox: a burst (a reply to many tickets, a batch of SLA alerts) goes out over one
 connection and one job instead of one each. If the server answers "try later", the
@@ -30,7 +30,7 @@ from email import policy as email_policy
 from urllib.parse import urlsplit
 
 from flask import current_app
-from sqlalchemy import Row, bindparam, func, or_, select, true, update
+from sqlalchemy import Row, func, or_, true, update
 
 from helpdesk.extensions import db
 from helpdesk.mail import route, tokens
@@ -40,9 +40,8 @@ from helpdesk.mail.oauth import OAuthError
 from helpdesk.mail.secrets import CredentialError
 from helpdesk.mail.smtp import SmtpError, SmtpSession, SmtpSettings, needs_smtputf8
 from helpdesk.models import Attachment, Comment, OutboundMessage, SmtpConfig, Ticket, TicketEvent
-from helpdesk.models._rows import insert_id, insert_row
 from helpdesk.models._time import utcnow
-from helpdesk.services import lookups
+from helpdesk.services import background
 from helpdesk.services.mailboxes import own_addresses
 from helpdesk.services.smtp_config import load_smtp_settings, sign_in_refused, signed_in
 from helpdesk.storage import StorageError
@@ -107,64 +106,34 @@ def queue_mail(*, kind: str, to: Sequence[str], rendered: RenderedMail, ticket: 
                 and ticket.contact.email in _lowered(recipients)):
             in_reply_to, references = _thread_with_customer(ticket, references)
     key = current_app.config["SECRET_KEY"].encode()
-    now = utcnow()
-    values = dict(
+    message = OutboundMessage(
         ticket_id=ticket.id if ticket is not None else None,
         comment_id=comment.id if comment is not None else None,
         kind=kind, automatic=automatic, recipient=recipients[0].lower()[:254],
         to=", ".join(recipients), cc=", ".join(a.strip() for a in cc if a.strip()),
         from_address=from_address, from_name=from_name or "", subject=subject[:998],
-        text_body=rendered.text, html_body=rendered.html or None, headers="{}",
+        text_body=rendered.text, html_body=rendered.html or None,
         attachment_ids=json.dumps([a.id for a in attachments]),
         message_id=tokens.make_message_id(ticket.id if ticket is not None else None, key,
                                           _message_id_domain(from_address)),
-        in_reply_to=in_reply_to, references=" ".join(references), status="queued", attempts=0,
-        last_error="", server_reply="", raw_sent=None, created_at=now, sent_at=None, updated_at=now,
-    )
-    # A Core INSERT in the caller's transaction: the row is written now, at a third of the cost
-    # of the ORM's flush of one object (a burst of notifications queues hundreds).
-    message = insert_row(OutboundMessage, values)
-    scratch = lookups.transaction_scratch()
-    if not scratch.get("send_asked"):
-        # One send job per transaction: its burst claims every fresh queued mail, and this
-        # transaction's mails all commit together. A job per mail would find each one taken.
-        scratch["send_asked"] = True
-        _enqueue_send(message.id)
+        in_reply_to=in_reply_to, references=" ".join(references), status="queued")
+    db.session.add(message)
+    db.session.flush()  # the send job names it by its id
+    # The transaction's mails commit together and go out as one send job, over one connection.
+    background.send_outbox_after_commit(message.id)
     return message
 
 
 def _configured_sender() -> tuple[str, str]:
-    # Only the From Address: no password is decrypted to queue a mail. Read once per
-    # transaction (or poll), as a burst queues many mails with one sender.
-    def load() -> tuple[str, str]:
-        row = db.session.execute(db.select(SmtpConfig.from_address, SmtpConfig.from_name)
-                                 .order_by(SmtpConfig.id).limit(1)).first()
-        return (row.from_address or "", row.from_name or "") if row else ("", "")
-
-    return lookups.cached("sender", load)
+    # Only the From Address: no password is decrypted to queue a mail.
+    row = db.session.execute(db.select(SmtpConfig.from_address, SmtpConfig.from_name)
+                             .order_by(SmtpConfig.id).limit(1)).first()
+    return (row.from_address or "", row.from_name or "") if row else ("", "")
 
 
 def _own_addresses(from_address: str) -> set[str]:
     """Return every address that lands in our own mailboxes: a mail to one would loop."""
-    return set(lookups.cached("own_addresses", own_addresses)) | route.own_addresses([from_address])
-
-
-# Built once: every automatic mail asks it, on its own or within a query of the caller's.
-RECENT_AUTOMATIC_TO = select(func.count(OutboundMessage.id)).where(
-    OutboundMessage.recipient == bindparam("recipient"), OutboundMessage.automatic.is_(True),
-    OutboundMessage.created_at >= bindparam("automatic_since")).scalar_subquery()
-_RECENT_AUTOMATIC = select(RECENT_AUTOMATIC_TO)
-_COUNTED = "recent_automatic"
-
-
-def recent_automatic_params(address: str) -> dict:
-    """Return the parameters of RECENT_AUTOMATIC_TO for mail to `address`."""
-    return {"recipient": address.strip().lower(), "automatic_since": utcnow() - timedelta(hours=1)}
-
-
-def counted_recent_automatic(address: str, count: int) -> None:
-    """Take the caller's count of automatic mails to `address` in the last hour for this transaction's next one."""
-    lookups.transaction_scratch()[_COUNTED] = (address.strip().lower(), count)
+    return set(own_addresses()) | route.own_addresses([from_address])
 
 
 def _automatic_block_reason(recipients: list[str], from_address: str) -> str | None:
@@ -174,13 +143,10 @@ def _automatic_block_reason(recipients: list[str], from_address: str) -> str | N
         reason = is_automatic_recipient_blocked(address, own)
         if reason:
             return reason
-        counted = lookups.transaction_scratch().pop(_COUNTED, None)  # good once: this mail is one more
-        if counted is not None and counted[0] == address.lower():
-            recent = counted[1]
-        else:
-            # On the connection, not the session: counting committed and inserted rows needs no flush.
-            recent = db.session.connection().execute(_RECENT_AUTOMATIC,
-                                                     recent_automatic_params(address)).scalar_one()
+        recent = db.session.scalar(
+            db.select(func.count(OutboundMessage.id))
+            .where(OutboundMessage.recipient == address.strip().lower(), OutboundMessage.automatic.is_(True),
+                   OutboundMessage.created_at >= utcnow() - timedelta(hours=1)))
         if recent >= limit:
             return f"{address} already got {recent} automatic mails in the last hour (the limit is {limit})"
     return None
@@ -189,8 +155,8 @@ def _automatic_block_reason(recipients: list[str], from_address: str) -> str | N
 def _record_suppressed(kind: str, recipients: list[str], reason: str, ticket: Ticket | None) -> None:
     log.info("automatic %s mail to %s not sent: %s", kind, ", ".join(recipients), reason)
     if ticket is not None:
-        insert_id(TicketEvent, {"ticket_id": ticket.id, "kind": "notification-suppressed",
-                                "detail": f"{kind} mail not sent: {reason}"})
+        db.session.add(TicketEvent(ticket_id=ticket.id, kind="notification-suppressed",
+                                   detail=f"{kind} mail not sent: {reason}"))
 
 
 def _lowered(addresses: Iterable[str]) -> set[str]:
@@ -218,13 +184,6 @@ def _message_id_domain(from_address: str) -> str:
         return domain
     # Not configured yet: the helpdesk's own host name still makes a unique, valid id.
     return urlsplit(current_app.config.get("PUBLIC_BASE_URL", "")).hostname or "localhost"
-
-
-def _enqueue_send(outbound_id: int) -> None:
-    from jobs import enqueue
-    from jobs.mail import send_outbox
-
-    enqueue(send_outbox, outbound_id, retry=True, merge=True)
 
 
 # --- sending ------------------------------------------------------------------------------
@@ -553,5 +512,5 @@ def resend(outbound_id: int) -> bool:
     if not changed:
         return False
     db.session.expire_all()
-    _enqueue_send(outbound_id)
+    background.send_outbox_after_commit(outbound_id)
     return True

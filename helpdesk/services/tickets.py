@@ -6,10 +6,8 @@ from datetime import datetime, timedelta
 from helpdesk import events
 from helpdesk.extensions import db
 from helpdesk.models import Agent, Attachment, Comment, Contact, Customer, SlaPolicy, Ticket
-from helpdesk.models._rows import insert_row
 from helpdesk.models._time import utcnow
 from helpdesk.models.tickets import PRIORITIES, STATUSES
-from helpdesk.services import lookups
 
 
 class TicketError(ValueError):
@@ -24,18 +22,16 @@ def open_ticket(*, title: str, description: str = "", contact: Contact | None = 
     """Create a ticket, set its SLA due times and emit `ticket-created` (notify=False: no confirmation mail)."""
     if priority not in PRIORITIES:
         raise TicketError(f"Unknown priority {priority!r}")
-    if any(obj is not None and obj.id is None for obj in (contact, customer, agent)):
-        db.session.flush()  # the ticket row refers to them
     customer = customer or (contact.customer if contact else None)
     now = utcnow()
     first_response_due, resolution_due = sla_due_times(priority, now)
-    # Written at once with Core: mail polls open hundreds of tickets in a row.
-    ticket = insert_row(Ticket, dict(
+    ticket = Ticket(
         title=(title.strip() or "(no subject)")[:500], description=description, description_html=description_html,
-        contact_id=contact.id if contact else None, customer_id=customer.id if customer else None,
-        priority=priority, source=source, message_id=message_id, mailbox_id=mailbox_id, status="new",
-        created_at=now, updated_at=now, first_response_due_at=first_response_due,
-        resolution_due_at=resolution_due), contact=contact, customer=customer)
+        contact=contact, customer=customer, priority=priority, source=source, message_id=message_id,
+        mailbox_id=mailbox_id, status="new", created_at=now, updated_at=now,
+        first_response_due_at=first_response_due, resolution_due_at=resolution_due)
+    db.session.add(ticket)
+    db.session.flush()  # its number is its id: the history and the confirmation mail name it
     events.emit("ticket-created", ticket, agent=agent, notify=notify)
     return ticket
 
@@ -50,17 +46,11 @@ def apply_sla(ticket: Ticket) -> None:
 
 def sla_due_times(priority: str, start: datetime) -> tuple[datetime | None, datetime | None]:
     """Return when the first response and the resolution are due for a ticket opened at `start`."""
-    targets = lookups.cached("sla_targets", _sla_targets).get(priority)
-    if targets is None:
+    policy = db.session.scalar(db.select(SlaPolicy).filter_by(priority=priority))
+    if policy is None:
         return None, None
-    first_response_minutes, resolution_minutes = targets
-    return start + timedelta(minutes=first_response_minutes), start + timedelta(minutes=resolution_minutes)
-
-
-def _sla_targets() -> dict[str, tuple[int, int]]:
-    rows = db.session.execute(db.select(SlaPolicy.priority, SlaPolicy.first_response_minutes,
-                                        SlaPolicy.resolution_minutes))
-    return {priority: (first, resolution) for priority, first, resolution in rows}
+    return (start + timedelta(minutes=policy.first_response_minutes),
+            start + timedelta(minutes=policy.resolution_minutes))
 
 
 def add_comment(ticket: Ticket, body: str, *, public: bool = True, agent: Agent | None = None,

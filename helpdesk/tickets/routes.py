@@ -9,11 +9,12 @@ from helpdesk import search, security
 from helpdesk.extensions import db
 from helpdesk.mail.html import block_remote_images
 from helpdesk.mail.render import CATALOGUE, MACRO_VARIABLES, render_text, unknown_placeholders
-from helpdesk.models import Agent, Attachment, Comment, Contact, Customer, Macro, Ticket, TicketEvent
+from helpdesk.models import Agent, Attachment, Comment, Customer, Macro, Ticket, TicketEvent
 from helpdesk.models.tickets import OPEN_STATUSES, STATUSES
 from helpdesk.services import listing
 from helpdesk.services import tickets as ticket_service
 from helpdesk.services.attachments import add_attachment, attachment_store
+from helpdesk.services.contacts import find_or_create_contact
 from helpdesk.services.mailboxes import list_mailboxes
 from helpdesk.services.placeholders import ticket_values
 from helpdesk.tickets.forms import MacroForm, NewTicketForm, ReplyForm, TicketPropertiesForm
@@ -110,11 +111,7 @@ def _more_url(**position) -> str:
 def new():
     form = NewTicketForm()
     if form.validate_on_submit():
-        email = form.contact_email.data.strip().lower()
-        contact = db.session.scalar(db.select(Contact).filter_by(email=email))
-        if contact is None:
-            contact = Contact(email=email, name=form.contact_name.data or "")
-            db.session.add(contact)
+        contact = find_or_create_contact(form.contact_email.data, form.contact_name.data or "")
         ticket = ticket_service.open_ticket(title=form.title.data, description=form.description.data,
                                             contact=contact, priority=form.priority.data, agent=current_user)
         db.session.commit()

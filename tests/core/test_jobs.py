@@ -39,6 +39,21 @@ def test_jobs_start_only_after_the_commit(app):
     assert CALLS == [("a", 1)]
 
 
+def record_all(*values):
+    """A job that takes any number of ids."""
+    CALLS.append(values)
+
+
+def test_merged_jobs_of_one_commit_start_as_one_call_with_every_argument(app):
+    for value in ("a", "b", "c"):
+        jobs.enqueue(record_all, value, merge=True)
+    jobs.enqueue(record_all, "alone")
+    db.session.commit()
+    jobs.enqueue(record_all, "next", merge=True)
+    db.session.commit()
+    assert CALLS == [("a", "b", "c"), ("alone",), ("next",)]
+
+
 def test_rolled_back_work_starts_no_job(app):
     jobs.enqueue(record, "b")
     db.session.rollback()

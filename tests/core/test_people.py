@@ -56,3 +56,55 @@ def test_sla_targets_saved_and_validated(admin_client):
     data["rows-1-resolution_minutes"] = "0"
     bad = admin_client.auth.post("/admin/sla", data).get_data(as_text=True)
     assert "Number must be between 1 and 525600." in bad
+
+
+def test_a_contact_is_found_by_its_address_whatever_its_case_and_made_once(app):
+    from helpdesk.services.contacts import find_or_create_contact
+
+    made = find_or_create_contact(" Jane@Acme.TEST ", "Jane Doe")
+    db.session.commit()
+    found = find_or_create_contact("jane@acme.test", "Someone Else")
+    assert found is made and (found.email, found.name) == ("jane@acme.test", "Jane Doe")
+    assert find_or_create_contact("JANE@acme.test", create=False) is made
+    assert find_or_create_contact("nobody@acme.test", create=False) is None
+    nameless = find_or_create_contact("anon@acme.test")
+    db.session.commit()
+    assert find_or_create_contact("anon@acme.test", "Finally Named").name == "Finally Named"
+    db.session.commit()
+    assert sorted(c.email for c in db.session.scalars(db.select(Contact))) == ["anon@acme.test", "jane@acme.test"]
+    assert nameless.name == "Finally Named"
+
+
+def test_a_new_contact_belongs_to_the_customer_of_its_domain_never_of_a_free_mail_domain(app):
+    from helpdesk.services.contacts import find_or_create_contact
+
+    acme = Customer(name="Acme", domains=[CustomerDomain(domain="acme.test")])
+    other = Customer(name="Other")
+    db.session.add_all([acme, other])
+    db.session.commit()
+    assert find_or_create_contact("jane@ACME.test").customer is acme
+    assert find_or_create_contact("joe@acme.test", customer=other).customer is other  # the caller's choice wins
+    assert find_or_create_contact("jane@gmail.com").customer is None
+    assert find_or_create_contact("jim@elsewhere.test").customer is None
+    db.session.add(CustomerDomain(domain="gmail.com", customer=acme))  # the form refuses this; still never used
+    assert find_or_create_contact("john@gmail.com").customer is None
+
+
+def test_no_contact_for_an_address_no_contact_can_have(app):
+    from helpdesk.services.contacts import find_or_create_contact
+
+    for address in ("", "no-at-sign", "a@" + "b" * 260 + ".test", "bell\x07@acme.test", "nul\x00@acme.test"):
+        assert find_or_create_contact(address) is None
+    assert db.session.scalar(db.select(db.func.count(Contact.id))) == 0
+
+
+def test_a_ticket_opened_by_an_agent_for_a_new_address_of_a_customer_domain_belongs_to_that_customer(admin_client):
+    from helpdesk.models import Ticket
+
+    db.session.add(Customer(name="Acme", domains=[CustomerDomain(domain="acme.test")]))
+    db.session.commit()
+    admin_client.auth.post("/tickets/new", {"contact_email": "Jane@acme.test", "contact_name": "Jane",
+                                            "title": "Help", "description": "Please", "priority": "normal"})
+    ticket = db.session.scalar(db.select(Ticket))
+    assert (ticket.contact.email, ticket.contact.customer.name, ticket.customer.name) == ("jane@acme.test", "Acme",
+                                                                                         "Acme")

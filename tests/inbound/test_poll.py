@@ -7,7 +7,6 @@ import threading
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import event
 
 from helpdesk.extensions import db
 from helpdesk.mail import tokens

@@ -11,7 +11,7 @@ import pytest
 
 from helpdesk import events
 from helpdesk.extensions import db
-from helpdesk.models import InboundMail, Ticket
+from helpdesk.models import InboundMail, OutboundMessage, Ticket
 
 pytestmark = pytest.mark.usefixtures("clean_bucket")
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,22 +77,84 @@ def test_an_unreadable_file_is_reported_and_fails_the_command_after_the_others(a
     assert "1 file(s) could not be read" in result.output
 
 
-def test_an_mta_pipe_runs_the_real_command_in_its_own_process(app, app_config, make_mail):
-    """The way an MTA calls it: a fresh process, the mail on stdin, no web request anywhere."""
+def piped(app_config: dict, raw: bytes, **settings: str) -> subprocess.CompletedProcess:
+    """Run `flask email ingest` as an MTA does: a fresh process, the mail on stdin, no Redis."""
     env = {**os.environ, "DATABASE_URL": app_config["SQLALCHEMY_DATABASE_URI"],
            "SECRET_KEY": app_config["SECRET_KEY"], "CREDENTIALS_KEY": app_config["CREDENTIALS_KEY"],
            "ATTACHMENT_FOLDER": app_config["ATTACHMENT_FOLDER"], "PUBLIC_BASE_URL": "http://helpdesk.test",
-           "REDIS_URL": "", "JOBS_INLINE": "1"}
+           "REDIS_URL": "", "JOBS_INLINE": "", **settings}
     if app_config.get("S3_ENDPOINT"):
         env.update(S3_ENDPOINT=app_config["S3_ENDPOINT"], S3_ACCESS_KEY=app_config["S3_ACCESS_KEY"],
                    S3_SECRET_KEY=app_config["S3_SECRET_KEY"], S3_BUCKET=app_config["S3_BUCKET"], S3_SECURE="0")
+    # The timeout is not a speed limit: without a bound, a command that never ends would stall the run.
+    return subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "email", "ingest"], input=raw,
+                          capture_output=True, cwd=ROOT, env=env, check=False, timeout=120)
+
+
+def test_an_mta_pipe_runs_the_real_command_in_its_own_process(app, app_config, make_mail):
+    """The way an MTA calls it: a fresh process, the mail on stdin, no web request anywhere."""
     raw = make_mail(subject="Through the pipe", message_id="<pipe@customer.test>",
                     attachments=[("log.txt", "text/plain", b"error 42\n")])
-    done = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "email", "ingest"], input=raw,
-                          capture_output=True, cwd=ROOT, env=env, check=False)
+    done = piped(app_config, raw, JOBS_INLINE="1")
     assert done.returncode == 0, done.stderr.decode()
     [line] = lines(done.stdout.decode())
     assert line["outcome"] == "created", line["reason"]
     db.session.expire_all()
     ticket = db.session.get(Ticket, line["ticket_id"])
     assert (ticket.title, [a.filename for a in ticket.attachments]) == ("Through the pipe", ["log.txt"])
+
+
+@pytest.fixture
+def outbound(app, smtp_server):
+    """Return a function that makes a test SMTP server of a kind (or a silent port) the helpdesk's Outbound."""
+    from helpdesk.services.smtp_config import save_config
+
+    def configure(kind: str = "plain", port: int | None = None, **options):
+        server = smtp_server(kind, **options) if port is None else None
+        save_config({"host": "127.0.0.1", "port": port or server.port, "security": "none",
+                     "from_address": "support@helpdesk.test", "from_name": "Support", "timeout": 10}, None)
+        db.session.commit()
+        return server
+
+    return configure
+
+
+def confirmations() -> list[OutboundMessage]:
+    db.session.expire_all()
+    return list(db.session.scalars(db.select(OutboundMessage).filter_by(kind="new_ticket")))
+
+
+def test_a_piped_mails_confirmation_reaches_the_smtp_server_before_the_command_returns(app_config, outbound,
+                                                                                      make_mail):
+    server = outbound()
+    done = piped(app_config, make_mail(subject="Printer on fire", message_id="<confirm@customer.test>"))
+
+    assert done.returncode == 0, done.stderr.decode()
+    [line] = lines(done.stdout.decode())
+    [received] = server.received
+    assert received.rcpt_tos == ["jane@customer.test"]
+    assert received.message["In-Reply-To"] == "<confirm@customer.test>"
+    number = db.session.get(Ticket, line["ticket_id"]).number
+    assert received.message["Subject"].startswith(f"[#{number}]")
+    assert [m.status for m in confirmations()] == ["sent"]
+    assert b"JOBS_WAIT_SECONDS" not in done.stderr
+
+
+def test_the_command_waits_for_the_retry_after_the_server_said_try_later(app_config, outbound, make_mail):
+    server = outbound("flaky", fail_data_first=1)
+    done = piped(app_config, make_mail(), RETRY_INTERVALS="1")
+
+    assert done.returncode == 0, done.stderr.decode()
+    assert len(server.received) == 1 and server.handler.data_attempts == 2
+    assert [(m.status, m.attempts) for m in confirmations()] == [("sent", 2)]
+
+
+def test_jobs_unfinished_after_the_wait_are_left_to_the_sweep_and_the_command_says_so(app_config, outbound,
+                                                                                       silent_port, make_mail):
+    outbound(port=silent_port)  # accepts the connection and never greets: the send hangs until its timeout
+    done = piped(app_config, make_mail(), JOBS_WAIT_SECONDS="0.5")
+
+    assert done.returncode == 0, done.stderr.decode()
+    assert lines(done.stdout.decode())[0]["outcome"] == "created"
+    assert "JOBS_WAIT_SECONDS" in done.stderr.decode() and "sweep" in done.stderr.decode()
+    assert [m.sent_at for m in confirmations()] == [None]

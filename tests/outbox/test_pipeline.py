@@ -270,7 +270,7 @@ def test_one_send_job_per_transaction_and_it_sends_the_whole_burst(unread_redis_
 
         burst = [outbox.queue_mail(kind="test", to=[f"person{n}@customer.test"], rendered=MAIL) for n in range(4)]
         [burst_job] = commit_and_find_jobs(burst)
-        assert burst_job.func_name == "jobs.mail.send_outbox" and burst_job.args == (burst[0].id,)
+        assert burst_job.func_name == "jobs.mail.send_outbox" and burst_job.args == tuple(m.id for m in burst)
         lone = outbox.queue_mail(kind="test", to=["someone@customer.test"], rendered=MAIL)
         [lone_job] = commit_and_find_jobs([lone])
         assert lone_job.args == (lone.id,)

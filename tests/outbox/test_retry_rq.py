@@ -8,7 +8,7 @@ import pytest
 from helpdesk.extensions import db
 from helpdesk.mail.render import RenderedMail
 from helpdesk.models import OutboundMessage
-from helpdesk.services import outbox
+from helpdesk.services import background, outbox
 
 MAIL = RenderedMail(subject="Your ticket", text="Hello.\n", html="<p>Hello.</p>", unknown=())
 
@@ -55,7 +55,7 @@ def test_transient_failures_are_retried_by_rq_and_the_mail_is_sent_once(redis_jo
         assert server.received[0].message["Message-ID"] == sent.message_id
 
         # The job run again (a duplicate delivery of the job, a late retry) sends nothing.
-        outbox._enqueue_send(message.id)
+        background.send_outbox_after_commit(message.id)
         db.session.commit()
         run_worker(app)
         assert len(server.received) == 1 and server.handler.data_attempts == 3
