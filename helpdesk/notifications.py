@@ -12,6 +12,7 @@ from helpdesk import events
 from helpdesk.models import Agent, Comment, Ticket
 from helpdesk.services import outbox
 from helpdesk.services.email_templates import render_notification
+from helpdesk.services.mail_settings import MailSettings
 from helpdesk.services.placeholders import ticket_values
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,8 @@ def connect() -> None:
     _connected = True
 
 
-def on_ticket_created(ticket: Ticket, agent: Agent | None = None, notify: bool = True, **_: object) -> None:
+def on_ticket_created(ticket: Ticket, agent: Agent | None = None, notify: bool = True,
+                      settings: MailSettings | None = None, **_: object) -> None:
     """Confirm a new ticket to its contact, unless the mail that opened it was automatic (notify=False)."""
     if not notify or ticket.contact is None:
         return
@@ -39,7 +41,7 @@ def on_ticket_created(ticket: Ticket, agent: Agent | None = None, notify: bool =
     # and no thread to look up.
     threading = {"in_reply_to": ticket.message_id, "references": [ticket.message_id] if ticket.message_id else [],
                  "find_thread": False}
-    _notify_contact("new_ticket", ticket, agent, automatic=True, threading=threading)
+    _notify_contact("new_ticket", ticket, agent, automatic=True, threading=threading, settings=settings)
 
 
 def on_public_reply(ticket: Ticket, agent: Agent | None = None, comment: Comment | None = None,
@@ -60,10 +62,11 @@ def on_ticket_resolved(ticket: Ticket, agent: Agent | None = None, **_: object) 
 
 
 def _notify_contact(kind: str, ticket: Ticket, agent: Agent | None, *, automatic: bool,
-                    comment: Comment | None = None, threading: dict | None = None, **values: str) -> None:
-    rendered = render_notification(kind, ticket_values(ticket, agent, **values))
+                    comment: Comment | None = None, threading: dict | None = None,
+                    settings: MailSettings | None = None, **values: str) -> None:
+    rendered = render_notification(kind, ticket_values(ticket, agent, **values), settings=settings)
     if rendered is None:
         log.info("%s mail for ticket %s not sent: the template is disabled", kind, ticket.number)
         return
     outbox.queue_mail(kind=kind, to=[ticket.contact.email], rendered=rendered, ticket=ticket,
-                      comment=comment, automatic=automatic, **(threading or {}))
+                      comment=comment, automatic=automatic, settings=settings, **(threading or {}))

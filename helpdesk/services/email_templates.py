@@ -13,6 +13,7 @@ from helpdesk.mail.render import (CATALOGUE, DEFAULT_TEMPLATES, TEMPLATE_KINDS, 
                                   render_mail, sample_values)
 from helpdesk.models import Agent, EmailTemplate, Ticket
 from helpdesk.models._time import utcnow
+from helpdesk.services.mail_settings import MailSettings
 from helpdesk.services.placeholders import ticket_values
 
 log = logging.getLogger(__name__)
@@ -75,9 +76,12 @@ def render_draft(kind: str, subject: str, body: str, values: dict[str, str]) -> 
     return render_mail(subject, body, values, template_kind(kind).variables)
 
 
-def render_notification(kind: str, values: dict[str, str], *, include_disabled: bool = False) -> RenderedMail | None:
-    """Render the stored template of `kind`; None when the admin disabled it (unless `include_disabled`)."""
-    template = get_template(kind)
+def render_notification(kind: str, values: dict[str, str], *, include_disabled: bool = False,
+                        settings: MailSettings | None = None) -> RenderedMail | None:
+    """Render the stored template of `kind` (as `settings` read it, if given); None when the admin disabled it
+    (unless `include_disabled`)."""
+    template = settings.templates.get(kind) if settings is not None else None
+    template = template or get_template(kind)
     if not template.enabled and not include_disabled:
         return None
     rendered = render_draft(kind, template.subject, template.body, values)

@@ -14,8 +14,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 from flask import current_app
@@ -31,7 +34,7 @@ from helpdesk.models import Comment, Contact, Customer, InboundMail, OutboundMes
 from helpdesk.models._time import utcnow
 from helpdesk.services.attachments import attachment_store, link_attachment
 from helpdesk.services.contacts import customer_by_domain, find_or_create_contact
-from helpdesk.services.mailboxes import own_addresses
+from helpdesk.services.mail_settings import MailSettings
 from helpdesk.services.tickets import add_comment, open_ticket
 from helpdesk.storage import LocalStore, StorageError, StoredObject
 
@@ -77,7 +80,7 @@ class Origin:
 
 @dataclass
 class Run:
-    """What a run of mails (a poll, a command) reads once: settings and our own addresses.
+    """What a run of mails (a poll, a command) reads once: settings, templates and our own addresses.
 
     A settings change made meanwhile applies from the next run.
     """
@@ -88,11 +91,13 @@ class Run:
     loop_limit: int
     loop_window: int
     spool_folder: str
-    own: frozenset[str]
-    stored: set[str] = field(default_factory=set)  # files this run put in the store already
+    settings: MailSettings  # templates, SLA targets, sender and own addresses, for the tickets it opens
+    # Where files are stored while the mail's rows are written (a poll's threads); None: right away.
+    uploads: Executor | None = None
+    stored: dict[str, Future] = field(default_factory=dict)  # each file of the run by its key, stored once
 
     @classmethod
-    def start(cls) -> Run:
+    def start(cls, uploads: Executor | None = None) -> Run:
         """Read the settings and our own addresses."""
         cfg = current_app.config
         return cls(token_key=cfg["SECRET_KEY"].encode(),
@@ -102,7 +107,36 @@ class Run:
                    loop_window=int(cfg.get("INBOUND_LOOP_WINDOW", 600)),
                    spool_folder=cfg.get("INBOUND_SPOOL_FOLDER")
                    or str(Path(cfg["ATTACHMENT_FOLDER"]).parent / "inbound-spool"),
-                   own=own_addresses())
+                   settings=MailSettings.read(), uploads=uploads)
+
+    def store(self, data: bytes, content_type: str) -> tuple[StoredObject, Future]:
+        """Start storing a file under its content's key, unless this run did already; return it and its upload."""
+        digest = hashlib.sha256(data).hexdigest()
+        stored = StoredObject(key=f"att/sha256/{digest}", size=len(data), sha256=digest)
+        upload = self.stored.get(stored.key)
+        if upload is None:
+            put = partial(attachment_store().put, data, content_type=content_type, key=stored.key, sha256=digest)
+            upload = self.stored[stored.key] = self.uploads.submit(put) if self.uploads else _done(put)
+        return stored, upload
+
+    def wait_stored(self, uploads: list[tuple[StoredObject, Future]]) -> None:
+        """Wait until the files are in the store; raise the StorageError of one that failed (tried again next time)."""
+        for stored, upload in uploads:
+            try:
+                upload.result()
+            except BaseException:
+                self.stored.pop(stored.key, None)
+                raise
+
+
+def _done(call: Callable[[], object]) -> Future:
+    """Return the finished future of `call()`, run now."""
+    future: Future = Future()
+    try:
+        future.set_result(call())
+    except BaseException as exc:  # noqa: BLE001 - handed to whoever waits for it
+        future.set_exception(exc)
+    return future
 
 
 def ingest_mail(raw: bytes, *, channel: str = "cli", mailbox_id: int | None = None, uid: int | None = None,
@@ -326,7 +360,7 @@ def _context(mail: ParsedMail, run: Run, claim: InboundMail | None) -> route.Rou
             OutboundMessage.message_id.in_(wanted)))) if wanted else []
         bounced_ticket = _existing_ticket_id(route.bounced_ticket_id(mail, run.token_key))
     return route.RoutingContext(
-        own_addresses=run.own, ticket_id_by_token=token_ticket, ticket_by_subject_tag=tagged,
+        own_addresses=run.settings.own, ticket_id_by_token=token_ticket, ticket_by_subject_tag=tagged,
         bounced_ticket_id=bounced_ticket, bounced_outbox_ids=outbox_ids,
         recent_count_from_sender=_recent_from_sender(claim, run) if claim is not None else 0,
         loop_limit=run.loop_limit, loop_window_seconds=run.loop_window, max_size=run.max_size)
@@ -369,7 +403,7 @@ def _open(mail: ParsedMail, decision: route.Decision, origin: Origin, run: Run) 
     ticket = open_ticket(
         title=_text(mail.subject).strip() or "(no subject)", description=_text(mail.text), contact=contact,
         customer=customer, source="email", message_id=_clip(mail.message_id, _HEADER_MAX),
-        mailbox_id=origin.mailbox_id, notify=not decision.automatic)
+        mailbox_id=origin.mailbox_id, notify=not decision.automatic, settings=run.settings)
     cid_urls = _link_files(ticket, None, mail, decision, run, stored)
     if mail.html is not None:
         ticket.description_html = sanitise(_text(mail.html), cid_urls)
@@ -413,41 +447,33 @@ def _append(ticket: Ticket, mail: ParsedMail, decision: route.Decision, run: Run
     return comment
 
 
-def _store_files(mail: ParsedMail, decision: route.Decision, run: Run) -> list[StoredObject]:
-    """Put the mail's files in the store, each named by its content: an equal file is stored once.
+def _store_files(mail: ParsedMail, decision: route.Decision, run: Run) -> list[tuple[StoredObject, Future]]:
+    """Start putting the mail's files in the store, each named by its content: an equal file is stored once.
 
-    They are in the store before the rows that name them commit. A file whose mail is rolled back
-    afterwards stays unnamed until the periodic sweep removes it.
+    They are in the store before the rows that name them commit (`_link_files` waits). A file whose
+    mail is rolled back afterwards stays unnamed until the periodic sweep removes it.
     """
     if not mail.attachments or decision.too_large:
         return []
-    store = attachment_store()
-    stored = []
-    for part in mail.attachments:
-        digest = hashlib.sha256(part.data).hexdigest()
-        key = f"att/sha256/{digest}"
-        if key not in run.stored:
-            store.put(part.data, content_type=_content_type(part), key=key, sha256=digest)
-            run.stored.add(key)
-        stored.append(StoredObject(key=key, size=len(part.data), sha256=digest))
-    return stored
+    return [run.store(part.data, _content_type(part)) for part in mail.attachments]
 
 
 def _link_files(ticket: Ticket, comment: Comment | None, mail: ParsedMail, decision: route.Decision,
-                run: Run, stored: list[StoredObject]) -> dict[str, str]:
+                run: Run, uploads: list[tuple[StoredObject, Future]]) -> dict[str, str]:
     """Link the mail's stored files to the ticket; return the URLs its cid: images are shown from."""
     if not mail.attachments:
         return {}
     if decision.too_large:
         _note_not_stored(ticket, mail, run)
         return {}
+    run.wait_stored(uploads)
     attachments = []
-    for part, obj in zip(mail.attachments, stored):
+    for part, (stored, _upload) in zip(mail.attachments, uploads):
         filename = _text(part.filename)
         if part.content_type == "message/rfc822" and not filename.lower().endswith(".eml"):
             filename += ".eml"  # so a download opens in a mail program
         attachments.append(link_attachment(
-            ticket, obj, filename=filename, content_type=_content_type(part), comment=comment,
+            ticket, stored, filename=filename, content_type=_content_type(part), comment=comment,
             content_id=_clip(_text(part.content_id or ""), _FILE_MAX) or None, inline=part.inline))
     if not any(a.content_id for a in attachments):
         return {}

@@ -39,9 +39,10 @@ from helpdesk.mail.render import RenderedMail
 from helpdesk.mail.oauth import OAuthError
 from helpdesk.mail.secrets import CredentialError
 from helpdesk.mail.smtp import SmtpError, SmtpSession, SmtpSettings, needs_smtputf8
-from helpdesk.models import Attachment, Comment, OutboundMessage, SmtpConfig, Ticket, TicketEvent
+from helpdesk.models import Attachment, Comment, OutboundMessage, Ticket, TicketEvent
 from helpdesk.models._time import utcnow
 from helpdesk.services import background
+from helpdesk.services.mail_settings import MailSettings, configured_sender
 from helpdesk.services.mailboxes import own_addresses
 from helpdesk.services.smtp_config import load_smtp_settings, sign_in_refused, signed_in
 from helpdesk.storage import StorageError
@@ -82,17 +83,22 @@ def queue_mail(*, kind: str, to: Sequence[str], rendered: RenderedMail, ticket: 
                comment: Comment | None = None, automatic: bool = False, cc: Iterable[str] = (),
                attachments: Iterable[Attachment] = (), in_reply_to: str | None = None,
                references: Iterable[str] = (), from_address: str | None = None,
-               from_name: str | None = None, find_thread: bool = True) -> OutboundMessage | None:
-    """Write a mail to the outbox and ask for it to be sent after commit; None when a loop guard stops it."""
+               from_name: str | None = None, find_thread: bool = True,
+               settings: MailSettings | None = None) -> OutboundMessage | None:
+    """Write a mail to the outbox and ask for it to be sent after commit; None when a loop guard stops it.
+
+    `settings` are those a run of writes read once (a poll); None reads the sender and own addresses now.
+    """
     recipients = [a.strip() for a in to if a and a.strip()]
     if not recipients:
         raise ValueError("A mail needs at least one recipient.")
-    configured_from, configured_name = _configured_sender()
+    configured_from, configured_name = settings.sender if settings is not None else configured_sender()
     from_address = (from_address or configured_from).strip()
     from_name = configured_name if from_name is None else from_name
 
     if automatic:
-        reason = _automatic_block_reason(recipients, from_address)
+        own = settings.own if settings is not None else own_addresses()
+        reason = _automatic_block_reason(recipients, own | route.own_addresses([from_address]))
         if reason:
             _record_suppressed(kind, recipients, reason, ticket)
             return None
@@ -124,20 +130,8 @@ def queue_mail(*, kind: str, to: Sequence[str], rendered: RenderedMail, ticket: 
     return message
 
 
-def _configured_sender() -> tuple[str, str]:
-    # Only the From Address: no password is decrypted to queue a mail.
-    row = db.session.execute(db.select(SmtpConfig.from_address, SmtpConfig.from_name)
-                             .order_by(SmtpConfig.id).limit(1)).first()
-    return (row.from_address or "", row.from_name or "") if row else ("", "")
-
-
-def _own_addresses(from_address: str) -> set[str]:
-    """Return every address that lands in our own mailboxes: a mail to one would loop."""
-    return set(own_addresses()) | route.own_addresses([from_address])
-
-
-def _automatic_block_reason(recipients: list[str], from_address: str) -> str | None:
-    own = _own_addresses(from_address)
+def _automatic_block_reason(recipients: list[str], own: frozenset[str]) -> str | None:
+    """Say why automatic mail must not go to `recipients` (`own`: every address that lands in our own mailboxes)."""
     limit = current_app.config.get("AUTO_MAILS_PER_HOUR", 10)
     for address in recipients:
         reason = is_automatic_recipient_blocked(address, own)

@@ -8,6 +8,7 @@ from helpdesk.extensions import db
 from helpdesk.models import Agent, Attachment, Comment, Contact, Customer, SlaPolicy, Ticket
 from helpdesk.models._time import utcnow
 from helpdesk.models.tickets import PRIORITIES, STATUSES
+from helpdesk.services.mail_settings import MailSettings
 
 
 class TicketError(ValueError):
@@ -18,13 +19,16 @@ def open_ticket(*, title: str, description: str = "", contact: Contact | None = 
                 customer: Customer | None = None, priority: str = "normal", source: str = "web",
                 agent: Agent | None = None, description_html: str | None = None,
                 message_id: str | None = None, mailbox_id: int | None = None,
-                notify: bool = True) -> Ticket:
-    """Create a ticket, set its SLA due times and emit `ticket-created` (notify=False: no confirmation mail)."""
+                notify: bool = True, settings: MailSettings | None = None) -> Ticket:
+    """Create a ticket, set its SLA due times and emit `ticket-created` (notify=False: no confirmation mail).
+
+    `settings` are those a run of writes read once (a poll); None reads each when needed.
+    """
     if priority not in PRIORITIES:
         raise TicketError(f"Unknown priority {priority!r}")
     customer = customer or (contact.customer if contact else None)
     now = utcnow()
-    first_response_due, resolution_due = sla_due_times(priority, now)
+    first_response_due, resolution_due = sla_due_times(priority, now, settings)
     ticket = Ticket(
         title=(title.strip() or "(no subject)")[:500], description=description, description_html=description_html,
         contact=contact, customer=customer, priority=priority, source=source, message_id=message_id,
@@ -32,7 +36,7 @@ def open_ticket(*, title: str, description: str = "", contact: Contact | None = 
         first_response_due_at=first_response_due, resolution_due_at=resolution_due)
     db.session.add(ticket)
     db.session.flush()  # its number is its id: the history and the confirmation mail name it
-    events.emit("ticket-created", ticket, agent=agent, notify=notify)
+    events.emit("ticket-created", ticket, agent=agent, notify=notify, settings=settings)
     return ticket
 
 
@@ -44,13 +48,17 @@ def apply_sla(ticket: Ticket) -> None:
     ticket.resolution_due_at = resolution_due
 
 
-def sla_due_times(priority: str, start: datetime) -> tuple[datetime | None, datetime | None]:
+def sla_due_times(priority: str, start: datetime,
+                  settings: MailSettings | None = None) -> tuple[datetime | None, datetime | None]:
     """Return when the first response and the resolution are due for a ticket opened at `start`."""
-    policy = db.session.scalar(db.select(SlaPolicy).filter_by(priority=priority))
-    if policy is None:
+    if settings is not None:
+        targets = settings.sla_targets.get(priority)
+    else:
+        policy = db.session.scalar(db.select(SlaPolicy).filter_by(priority=priority))
+        targets = (policy.first_response_minutes, policy.resolution_minutes) if policy is not None else None
+    if targets is None:
         return None, None
-    return (start + timedelta(minutes=policy.first_response_minutes),
-            start + timedelta(minutes=policy.resolution_minutes))
+    return start + timedelta(minutes=targets[0]), start + timedelta(minutes=targets[1])
 
 
 def add_comment(ticket: Ticket, body: str, *, public: bool = True, agent: Agent | None = None,
