@@ -50,3 +50,11 @@ def drop_old_raw_mail() -> None:
     from helpdesk.services import retention
 
     retention.drop_old_raw_mail()
+
+
+@with_app_context
+def sweep_unreferenced_files() -> None:
+    """Remove stored files that no attachment or kept raw mail names (left by mails rolled back), a day on."""
+    from helpdesk.services import retention
+
+    retention.sweep_unreferenced_files()
