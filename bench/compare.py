@@ -13,7 +13,7 @@ measures a revision against the bare loop; this measures one revision against an
             that revision's `helpdesk`; the measuring code is this file's, the same for both.
             It polls the folder into a fresh database once to warm up (imports, first
             connections) and once measured, as bench/inbound.py's pipeline does, and reports the
-            poll's seconds, its own CPU, its child processes' CPU (the parser) and the whole machine's busy CPU.
+            poll's seconds, its own CPU, its child processes' CPU and the whole machine's busy CPU.
   a pair    one run of each revision, the order alternating from pair to pair.
 
 Both revisions use this checkout's virtualenv. Prints a markdown table: per pair, the seconds of
@@ -169,7 +169,7 @@ def report(names: dict[str, str], runs: dict[str, list[dict]]) -> None:
     for n, (b, o, r) in enumerate(zip(runs["base"], runs["other"], ratios), 1):
         print(f"| {n} | {b['seconds']:.3f} | {o['seconds']:.3f} | {r:.3f} |")
     for label, key in (("poll, s", "seconds"), ("poller CPU, s", "cpu_seconds"),
-                       ("parser process CPU, s", "helper_cpu_seconds"), ("machine busy CPU, s", "machine_cpu_seconds")):
+                       ("child processes' CPU, s", "helper_cpu_seconds"), ("machine busy CPU, s", "machine_cpu_seconds")):
         print(f"| median {label} | {median(r[key] for r in runs['base']):.3f} "
               f"| {median(r[key] for r in runs['other']):.3f} | |")
     faster = sum(r < 1 for r in ratios)

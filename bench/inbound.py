@@ -10,8 +10,7 @@ Run: `python bench/inbound.py [--profile FILE]` with the test services' environm
   bare      connect, SELECT, SEARCH, FETCH BODY.PEEK[] in batches of 50 and parse() every mail,
             storing nothing: the floor any poller pays.
   pipeline  poll_mailbox() on a fresh app: each batch of 50 mails in one transaction, a savepoint
-            per mail (attachments in S3, outcome row), then marked \\Seen, checkpoint committed. With
-            500 new mails the next batch is parsed in a second process while one is written. SQLite
+            per mail (attachments in S3, outcome row), then marked \\Seen, checkpoint committed. SQLite
             file database (WAL), or PostgreSQL with HELPDESK_TEST_DATABASE=postgresql. Jobs (the
             confirmation mails) go to RQ on a private database of the test Redis (REDIS_URL):
             enqueued, not run, as with a production worker pool; the output says how many.

@@ -11,7 +11,7 @@ database where every tenth of the senders' 37 domains is a customer's (Customer 
   known senders  a poll of 300 other mails from the same 300 senders, now contacts: each finds
                  its contact and customer.
 
-Both polls are timed as bench/inbound.py times its pipeline (300 mails: parsed in a second process).
+Both polls are timed as bench/inbound.py times its pipeline (300 mails, six batches).
 Reported per round: each poll's seconds, the poller's CPU, and the statements it sent outside
 the lookup every mail asks anyway (SQLAlchemy's cursor; on PostgreSQL the poll's pipelined round
 trips are not counted, on SQLite its direct INSERTs and lookups are not). The ratio known / new

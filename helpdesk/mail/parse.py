@@ -9,13 +9,8 @@ import hashlib
 import io
 import logging
 import mimetypes
-import multiprocessing
-import os
 import quopri
 import re
-from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email import policy
@@ -973,23 +968,6 @@ def _classify(mail: ParsedMail, walker: _Walker) -> None:
 
 # ---------------------------------------------------------------------------
 # Entry point
-
-
-PARALLEL_FROM = 100  # mails from which a poll parses in a second process while it writes
-
-
-@contextmanager
-def parsing(count: int) -> Iterator[Callable[[list[bytes]], Iterator[ParsedMail]]]:
-    """Yield what parses a list of raw mails, in order: in a second process when `count` mails are to be parsed.
-
-    The list's mails are handed over at once, so they are parsed while the caller does other work
-    (writing the mails before them). Forkserver, never fork: the caller has threads.
-    """
-    if count < PARALLEL_FROM or (os.cpu_count() or 1) < 2:
-        yield lambda raws: map(parse, raws)
-        return
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("forkserver")) as pool:
-        yield lambda raws: pool.map(parse, raws, chunksize=10)
 
 
 def parse(raw: bytes) -> ParsedMail:

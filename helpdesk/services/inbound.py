@@ -14,8 +14,7 @@ import socket
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -24,7 +23,6 @@ from sqlalchemy import or_, update
 
 from helpdesk.extensions import begin_writing, db
 from helpdesk.mail.imap import ImapError, ImapSession
-from helpdesk.mail.parse import ParsedMail, parsing
 from helpdesk.mail.secrets import CredentialError
 from helpdesk.models import Mailbox
 from helpdesk.models._time import utcnow
@@ -34,7 +32,6 @@ from helpdesk.services.ingest import IngestResult, Origin, Run, record
 log = logging.getLogger(__name__)
 
 BATCH = 50  # mails per FETCH; each batch is written in one transaction and marked done with one command
-UPLOADS = 4  # threads storing a poll's files while its rows are written
 LOCK_SECONDS = 300  # a poll that dies keeps its mailbox locked this long at most
 BUSY = "another poll is running"
 
@@ -177,58 +174,30 @@ def _poll(mailbox_id: int, owner: str, report: PollReport, on_result: OnResult |
             mailbox.last_uid = 0
             db.session.commit()
         uids = session.search_uids_since(mailbox.last_uid)
-        if uids:
-            with ThreadPoolExecutor(UPLOADS, thread_name_prefix="helpdesk-upload") as uploads:
-                _ingest_all(session, mailbox_id, owner, uids, state.uidvalidity, uploads, report, on_result)
+        # Settings and own addresses are read once per poll: a change applies from the next.
+        run = Run.start() if uids else None
+        for start in range(0, len(uids), BATCH):
+            _ingest_batch(session, mailbox_id, owner, uids[start:start + BATCH], state.uidvalidity, run, report,
+                          on_result)
 
 
-def _ingest_all(session: ImapSession, mailbox_id: int, owner: str, uids: list[int], uidvalidity: int,
-                uploads: ThreadPoolExecutor, report: PollReport, on_result: OnResult | None) -> None:
-    """Ingest the new mails batch by batch; the next batch is fetched and parsed while one is written."""
-    # Settings and own addresses are read once per poll: a change applies from the next.
-    run = Run.start(uploads)
-    batches = [uids[start:start + BATCH] for start in range(0, len(uids), BATCH)]
-    with parsing(len(uids)) as parse_many:
-        ahead = _fetch(session, batches[0], parse_many)
-        for number in range(len(batches)):
-            batch, ahead = ahead, None
-            if number + 1 < len(batches) and batch.failure is None:
-                # Fetched and handed to the parser now: parsed while this batch is written.
-                ahead = _fetch(session, batches[number + 1], parse_many)
-            _ingest_batch(session, mailbox_id, owner, batch, uidvalidity, run, report, on_result)
-
-
-@dataclass
-class _Batch:
-    """A batch of a poll's mails, fetched; `mails` yields each one parsed, `failure` is why the fetch stopped short."""
-
-    uids: list[int]
-    fetched: list[tuple[int, bytes]]
-    mails: Iterator[ParsedMail]
-    failure: ImapError | None
-
-
-def _fetch(session: ImapSession, uids: list[int], parse_many: Callable) -> _Batch:
+def _ingest_batch(session: ImapSession, mailbox_id: int, owner: str, uids: list[int], uidvalidity: int, run: Run,
+                  report: PollReport, on_result: OnResult | None) -> None:
+    """Fetch a batch, write its mails in one transaction, then mark them done and move the checkpoint."""
     fetched: list[tuple[int, bytes]] = []
-    failure = None
+    fetch_failure: ImapError | None = None
     try:
         fetched.extend(session.fetch_uids(uids, batch=BATCH))
     except ImapError as exc:  # the mails fetched before it are still ingested and marked done
-        failure = exc
-    return _Batch(uids, fetched, parse_many([raw for _uid, raw in fetched]), failure)
-
-
-def _ingest_batch(session: ImapSession, mailbox_id: int, owner: str, batch: _Batch, uidvalidity: int, run: Run,
-                  report: PollReport, on_result: OnResult | None) -> None:
-    """Write a fetched batch's mails in one transaction, then mark them done and move the checkpoint."""
+        fetch_failure = exc
     channel = f"mailbox:{mailbox_id}"
     done: list[int] = []
     results: list[tuple[int, IngestResult]] = []
     not_recorded = ""
     begin_writing()
     renew_lock(mailbox_id, owner, commit=False)
-    for (uid, raw), mail in zip(batch.fetched, batch.mails):
-        result = record(raw, Origin(channel, mailbox_id, uid, uidvalidity), run, mail)
+    for uid, raw in fetched:
+        result = record(raw, Origin(channel, mailbox_id, uid, uidvalidity), run)
         if result.inbound_id is None:
             # Nothing durable could be recorded (the database failed): leave this mail and the
             # ones after it on the server for the next poll.
@@ -250,11 +219,11 @@ def _ingest_batch(session: ImapSession, mailbox_id: int, owner: str, batch: _Bat
         mark_processed(session, mailbox, done)
     # Mails missing from the FETCH were expunged by someone else meanwhile: nothing to keep.
     # After a fetch failure, though, the ones not fetched are still to do.
-    checkpoint = max(done, default=mailbox.last_uid) if batch.failure else batch.uids[-1]
+    checkpoint = max(done, default=mailbox.last_uid) if fetch_failure else uids[-1]
     mailbox.last_uid = max(mailbox.last_uid, checkpoint)
     db.session.commit()
-    if batch.failure is not None:
-        raise batch.failure
+    if fetch_failure is not None:
+        raise fetch_failure
 
 
 def _finish(mailbox_id: int, owner: str, report: PollReport) -> None:

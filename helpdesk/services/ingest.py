@@ -14,11 +14,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable
-from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from datetime import timedelta
-from functools import partial
 from pathlib import Path
 
 from flask import current_app
@@ -92,12 +89,10 @@ class Run:
     loop_window: int
     spool_folder: str
     settings: MailSettings  # templates, SLA targets, sender and own addresses, for the tickets it opens
-    # Where files are stored while the mail's rows are written (a poll's threads); None: right away.
-    uploads: Executor | None = None
-    stored: dict[str, Future] = field(default_factory=dict)  # each file of the run by its key, stored once
+    stored: set[str] = field(default_factory=set)  # the keys of the files this run stored: each once
 
     @classmethod
-    def start(cls, uploads: Executor | None = None) -> Run:
+    def start(cls) -> Run:
         """Read the settings and our own addresses."""
         cfg = current_app.config
         return cls(token_key=cfg["SECRET_KEY"].encode(),
@@ -107,36 +102,7 @@ class Run:
                    loop_window=int(cfg.get("INBOUND_LOOP_WINDOW", 600)),
                    spool_folder=cfg.get("INBOUND_SPOOL_FOLDER")
                    or str(Path(cfg["ATTACHMENT_FOLDER"]).parent / "inbound-spool"),
-                   settings=MailSettings.read(), uploads=uploads)
-
-    def store(self, data: bytes, content_type: str) -> tuple[StoredObject, Future]:
-        """Start storing a file under its content's key, unless this run did already; return it and its upload."""
-        digest = hashlib.sha256(data).hexdigest()
-        stored = StoredObject(key=f"att/sha256/{digest}", size=len(data), sha256=digest)
-        upload = self.stored.get(stored.key)
-        if upload is None:
-            put = partial(attachment_store().put, data, content_type=content_type, key=stored.key, sha256=digest)
-            upload = self.stored[stored.key] = self.uploads.submit(put) if self.uploads else _done(put)
-        return stored, upload
-
-    def wait_stored(self, uploads: list[tuple[StoredObject, Future]]) -> None:
-        """Wait until the files are in the store; raise the StorageError of one that failed (tried again next time)."""
-        for stored, upload in uploads:
-            try:
-                upload.result()
-            except BaseException:
-                self.stored.pop(stored.key, None)
-                raise
-
-
-def _done(call: Callable[[], object]) -> Future:
-    """Return the finished future of `call()`, run now."""
-    future: Future = Future()
-    try:
-        future.set_result(call())
-    except BaseException as exc:  # noqa: BLE001 - handed to whoever waits for it
-        future.set_exception(exc)
-    return future
+                   settings=MailSettings.read())
 
 
 def ingest_mail(raw: bytes, *, channel: str = "cli", mailbox_id: int | None = None, uid: int | None = None,
@@ -447,33 +413,40 @@ def _append(ticket: Ticket, mail: ParsedMail, decision: route.Decision, run: Run
     return comment
 
 
-def _store_files(mail: ParsedMail, decision: route.Decision, run: Run) -> list[tuple[StoredObject, Future]]:
-    """Start putting the mail's files in the store, each named by its content: an equal file is stored once.
+def _store_files(mail: ParsedMail, decision: route.Decision, run: Run) -> list[StoredObject]:
+    """Put the mail's files in the store, each under its content's key: an equal file is stored once.
 
-    They are in the store before the rows that name them commit (`_link_files` waits). A file whose
-    mail is rolled back afterwards stays unnamed until the periodic sweep removes it.
+    They are in the store before the rows that name them commit. A file whose mail is rolled back
+    afterwards stays unnamed until the periodic sweep removes it.
     """
     if not mail.attachments or decision.too_large:
         return []
-    return [run.store(part.data, _content_type(part)) for part in mail.attachments]
+    stored = []
+    for part in mail.attachments:
+        digest = hashlib.sha256(part.data).hexdigest()
+        obj = StoredObject(key=f"att/sha256/{digest}", size=len(part.data), sha256=digest)
+        if obj.key not in run.stored:
+            attachment_store().put(part.data, content_type=_content_type(part), key=obj.key, sha256=digest)
+            run.stored.add(obj.key)
+        stored.append(obj)
+    return stored
 
 
 def _link_files(ticket: Ticket, comment: Comment | None, mail: ParsedMail, decision: route.Decision,
-                run: Run, uploads: list[tuple[StoredObject, Future]]) -> dict[str, str]:
+                run: Run, stored: list[StoredObject]) -> dict[str, str]:
     """Link the mail's stored files to the ticket; return the URLs its cid: images are shown from."""
     if not mail.attachments:
         return {}
     if decision.too_large:
         _note_not_stored(ticket, mail, run)
         return {}
-    run.wait_stored(uploads)
     attachments = []
-    for part, (stored, _upload) in zip(mail.attachments, uploads):
+    for part, obj in zip(mail.attachments, stored):
         filename = _text(part.filename)
         if part.content_type == "message/rfc822" and not filename.lower().endswith(".eml"):
             filename += ".eml"  # so a download opens in a mail program
         attachments.append(link_attachment(
-            ticket, stored, filename=filename, content_type=_content_type(part), comment=comment,
+            ticket, obj, filename=filename, content_type=_content_type(part), comment=comment,
             content_id=_clip(_text(part.content_id or ""), _FILE_MAX) or None, inline=part.inline))
     if not any(a.content_id for a in attachments):
         return {}

@@ -5,7 +5,6 @@ import os
 from datetime import timedelta
 
 from helpdesk.extensions import db
-from helpdesk.mail.parse import PARALLEL_FROM
 from helpdesk.models import Attachment, Contact, InboundMail, OutboundMessage
 from helpdesk.services import inbound, ingest, retention
 from helpdesk.services.attachments import attachment_store
@@ -83,10 +82,10 @@ def test_the_sweep_removes_only_files_no_row_names(make_mailbox, append, custome
     assert store.read(named) == b"%PDF kept by its ticket"
 
 
-def test_a_large_poll_is_parsed_beside_the_writes_and_makes_every_ticket_once(
+def test_a_poll_of_several_batches_makes_every_ticket_once(
         make_mailbox, append, customer_mail, server_state, read_inbound):
     mailbox = make_mailbox()
-    count = PARALLEL_FROM + 20
+    count = 2 * inbound.BATCH + 7
     append(*(customer_mail(n) for n in range(count)))
 
     report = inbound.poll_mailbox(mailbox.id)
