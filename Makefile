@@ -2,6 +2,7 @@
 # make test  — install what the tests need, start the real servers, run every test (SQLite and PostgreSQL)
 # make bench — measure inbound and outbound mail throughput (see BENCHMARKS.md)
 # make bench-compare BASE=rev — time the inbound poll of this checkout against another revision
+# make soak  — kill pollers and take servers away mid-poll, on SQLite and PostgreSQL; count every mail
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -10,7 +11,7 @@ FLASK := $(VENV)/bin/flask --app wsgi
 PORT ?= 5000
 export FLASK_APP := wsgi
 
-.PHONY: run test bench bench-compare services-stop clean
+.PHONY: run test bench bench-compare soak services-stop clean
 
 $(VENV)/bin/python:
 	@$(PYTHON) -m venv $(VENV) || { apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
@@ -41,6 +42,10 @@ test: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test
 	bash tests/services/install-deps.sh
 	bash tests/run.sh $(PY) --bench
+
+soak: $(VENV)/.installed-test
+	bash tests/services/install-deps.sh
+	bash tests/run.sh $(PY) --soak
 
 bench-compare: $(VENV)/.installed-test
 	@test -n "$(BASE)" || { echo "name the revision to compare against: make bench-compare BASE=HEAD~1"; exit 2; }

@@ -37,6 +37,8 @@ def from_environment(instance_path: str) -> dict:
         # Raw bytes of quarantined mails go here when the attachment store itself is down
         # (unset: an inbound-spool folder beside ATTACHMENT_FOLDER).
         "INBOUND_SPOOL_FOLDER": env.get("INBOUND_SPOOL_FOLDER") or None,
+        # A poll that dies (a killed worker) keeps its mailbox locked this long at most.
+        "MAILBOX_LOCK_SECONDS": int(env.get("MAILBOX_LOCK_SECONDS", 300)),
         # Days the exact bytes of sent and of processed inbound mail are kept (quarantined mail: until handled).
         "MAIL_RETENTION_DAYS": int(env.get("MAIL_RETENTION_DAYS", 90)),
         "INVITE_TTL_HOURS": int(env.get("INVITE_TTL_HOURS", 72)),

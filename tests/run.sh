@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Start the real servers, run the tests on SQLite then PostgreSQL (or the benchmarks), stop the servers.
-# Usage: tests/run.sh PYTHON [--bench | --compare BASE]
+# Usage: tests/run.sh PYTHON [--bench | --soak | --compare BASE]
 set -uo pipefail
 PY=$1; MODE=${2:-test}; BASE=${3:-}
 HERE=$(cd "$(dirname "$0")" && pwd); ROOT=$(dirname "$HERE")
@@ -12,6 +12,12 @@ cd "$ROOT"
 if [ "$MODE" = "--bench" ]; then
   "$PY" bench/outbound.py && "$PY" bench/inbound.py --reference --rounds 5 && "$PY" bench/senders.py &&
     "$PY" bench/scale.py && HELPDESK_TEST_DATABASE=postgresql "$PY" bench/scale.py
+  exit $?
+fi
+if [ "$MODE" = "--soak" ]; then
+  HELPDESK_TEST_DATABASE=sqlite "$PY" tests/soak/soak.py; sqlite_rc=$?
+  HELPDESK_TEST_DATABASE=postgresql "$PY" tests/soak/soak.py; pg_rc=$?
+  [ $sqlite_rc = 0 ] && [ $pg_rc = 0 ]
   exit $?
 fi
 if [ "$MODE" = "--compare" ]; then

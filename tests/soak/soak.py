@@ -1,0 +1,316 @@
+"""make soak: known mail through real pollers while the servers around them fail; count what comes out.
+
+Run with the test services' environment loaded (`make soak` does both databases):
+    HELPDESK_TEST_DATABASE=sqlite|postgresql python tests/soak/soak.py [--short]
+
+Each scenario appends its mails to a fresh Dovecot folder, runs `flask email poll` as separate
+processes (as a worker or cron would) while something fails, polls again until nothing is left, then
+prints `mails in N, tickets+comments+ignored+quarantined N, duplicates 0, lost 0`. The run exits
+non-zero when any scenario's counts disagree. Outages are made by a TCP relay between the poller and
+the real server (IMAP, S3, PostgreSQL), which drops every connection and refuses new ones for a while.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import make_msgid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from cryptography.fernet import Fernet  # noqa: E402
+from flask_migrate import upgrade  # noqa: E402
+from sqlalchemy import create_engine, func, select, text  # noqa: E402
+
+from helpdesk import create_app  # noqa: E402
+from helpdesk.extensions import db  # noqa: E402
+from helpdesk.mail.imap import ImapSession, ImapSettings  # noqa: E402
+from helpdesk.mail.secrets import CredentialBox  # noqa: E402
+from helpdesk.models import InboundMail, Mailbox, Ticket  # noqa: E402
+
+USER, PASSWORD = "support@example.test", "supportpw"
+SECRET = "soak-secret"
+CREDENTIALS_KEY = Fernet.generate_key().decode()
+
+
+def env(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        sys.exit(f"{name} is not set: load the test services' environment (make soak does).")
+    return value
+
+
+class Relay:
+    """A TCP relay to a real server that can drop every connection and refuse new ones for a while."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target = target_port
+        self.loop = asyncio.new_event_loop()
+        self.writers: set[asyncio.StreamWriter] = set()
+        self.server: asyncio.base_events.Server | None = None
+        import socket
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        self._call(self._open())
+
+    def _call(self, coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(30)
+
+    async def _open(self) -> None:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        except OSError:
+            writer.close()
+            return
+        self.writers |= {writer, upstream_writer}
+
+        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            except (OSError, asyncio.CancelledError):
+                pass
+            finally:
+                sink.close()
+
+        await asyncio.gather(pump(reader, upstream_writer), pump(upstream_reader, writer))
+        self.writers -= {writer, upstream_writer}
+
+    async def _cut(self) -> None:
+        self.server.close()
+        for writer in list(self.writers):
+            writer.transport.abort()
+        self.writers.clear()
+
+    def outage(self, seconds: float) -> None:
+        """Drop every connection now and refuse new ones for `seconds`, then serve again."""
+        self._call(self._cut())
+        time.sleep(seconds)
+        self._call(self._open())
+
+
+class Soak:
+    """One scenario's world: a database, a store, a Dovecot folder and a mailbox row pointing at it."""
+
+    def __init__(self, name: str, workdir: Path) -> None:
+        self.name = name
+        self.kind = os.environ.get("HELPDESK_TEST_DATABASE", "sqlite")
+        self.workdir = workdir / name
+        self.workdir.mkdir()
+        self.folder = f"INBOX.soak{uuid.uuid4().hex[:10]}"
+        self.bucket = f"hd-soak-{uuid.uuid4().hex[:10]}"
+        self.appended: list[str] = []
+        self.env_overrides: dict[str, str] = {}
+        if self.kind == "postgresql":
+            self.admin = create_engine(env("HELPDESK_TEST_POSTGRES_URL"), isolation_level="AUTOCOMMIT")
+            self.database = f"hd_soak_{uuid.uuid4().hex[:8]}"
+            with self.admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{self.database}"'))
+            self.uri = env("HELPDESK_TEST_POSTGRES_URL").rsplit("/", 1)[0] + "/" + self.database
+        else:
+            self.uri = f"sqlite:///{self.workdir / 'helpdesk.sqlite'}"
+        with ImapSession(self.imap()) as session:
+            session.create_folder(self.folder)
+        self.app = create_app({"SQLALCHEMY_DATABASE_URI": self.uri, "SECRET_KEY": SECRET,
+                               "CREDENTIALS_KEY": CREDENTIALS_KEY, "ATTACHMENT_FOLDER": str(self.workdir / "attachments")})
+        with self.app.app_context():
+            upgrade()
+            mailbox = Mailbox(name="Soak", host="127.0.0.1", port=int(env("HELPDESK_TEST_IMAPS_PORT")), security="ssl",
+                              username=USER, password_encrypted=CredentialBox(CREDENTIALS_KEY).seal(PASSWORD),
+                              folder=self.folder, enabled=True, reply_from_address=USER,
+                              after_processing="delete")  # the harshest: a mail done too early is gone
+            db.session.add(mailbox)
+            db.session.commit()
+            self.mailbox_id = mailbox.id
+
+    def imap(self) -> ImapSettings:
+        return ImapSettings(host="127.0.0.1", port=int(env("HELPDESK_TEST_IMAPS_PORT")), security="ssl",
+                            username=USER, password=PASSWORD, ca_file=env("HELPDESK_TEST_CA"), timeout=30.0)
+
+    def process_env(self) -> dict[str, str]:
+        return {**os.environ, "DATABASE_URL": self.uri, "SECRET_KEY": SECRET, "CREDENTIALS_KEY": CREDENTIALS_KEY,
+                "S3_ENDPOINT": env("HELPDESK_TEST_S3_ENDPOINT"), "S3_ACCESS_KEY": env("HELPDESK_TEST_S3_ACCESS_KEY"),
+                "S3_SECRET_KEY": env("HELPDESK_TEST_S3_SECRET_KEY"), "S3_BUCKET": self.bucket, "S3_SECURE": "0",
+                "ATTACHMENT_FOLDER": str(self.workdir / "attachments"), "TLS_CA_FILE": env("HELPDESK_TEST_CA"),
+                "REDIS_URL": "", "JOBS_WAIT_SECONDS": "0", "MAILBOX_LOCK_SECONDS": "1",
+                "PUBLIC_BASE_URL": "http://helpdesk.soak", **self.env_overrides}
+
+    def flask(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", *args], cwd=ROOT, env=self.process_env(),
+                              capture_output=True, text=True, timeout=timeout, check=False)
+
+    def route_imap_through(self, relay: Relay) -> None:
+        with self.app.app_context():
+            db.session.get(Mailbox, self.mailbox_id).port = relay.port
+            db.session.commit()
+
+    def append(self, count: int) -> None:
+        """APPEND `count` new customer mails; every third carries a PDF."""
+        with ImapSession(self.imap()) as session:
+            for _ in range(count):
+                n = len(self.appended)
+                msg = EmailMessage()
+                msg["From"] = f"Customer {n} <customer{n}.{self.name}@client{n % 13}.example>"
+                msg["To"] = USER
+                msg["Subject"] = f"Order {n}: the delivery arrived damaged"
+                msg["Message-ID"] = make_msgid(f"soak{n}", domain="client.example")
+                msg.set_content(f"Hello,\n\norder {n} arrived broken. Could you send a replacement?\n")
+                if n % 3 == 0:
+                    msg.add_attachment(os.urandom(8_000), maintype="application", subtype="pdf",
+                                       filename=f"damage-{n}.pdf")
+                session.append(self.folder, msg.as_bytes(policy=SMTP))
+                self.appended.append(msg["Message-ID"])
+
+    def start_poll(self) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", "email", "poll"], cwd=ROOT,
+                                env=self.process_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def recorded(self) -> int:
+        """Return how many of this scenario's mails have an outcome committed."""
+        with self.app.app_context():
+            count = db.session.scalar(select(func.count(InboundMail.id))
+                                      .where(InboundMail.channel == f"mailbox:{self.mailbox_id}"))
+            db.session.rollback()
+            return count
+
+    def wait_for_progress(self, poller: subprocess.Popen) -> None:
+        """Wait until the poller has committed mail beyond what was there (a batch), or has ended."""
+        before = self.recorded()
+        deadline = time.monotonic() + 60
+        while self.recorded() == before and poller.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def poll_until_done(self) -> None:
+        """Poll until a poll finds nothing new (the lock of a poll killed before has expired by then)."""
+        for _ in range(20):
+            done = self.flask("email", "poll")
+            if done.returncode == 0 and not done.stdout.strip():
+                return
+            time.sleep(1.2)
+        raise RuntimeError(f"{self.name}: polls keep failing: {done.stderr[-500:]}")
+
+    def counts(self) -> tuple[str, bool]:
+        """Return the scenario's count line and whether it balances."""
+        with self.app.app_context():
+            recorded = dict(db.session.execute(select(InboundMail.message_id, InboundMail.outcome)
+                                               .where(InboundMail.channel == f"mailbox:{self.mailbox_id}")).all())
+            per_mail = db.session.scalars(select(func.count()).where(Ticket.message_id.in_(self.appended))
+                                          .group_by(Ticket.message_id)).all()
+        duplicates = sum(n - 1 for n in per_mail)
+        lost = sum(1 for message_id in self.appended if message_id not in recorded)
+        outcomes = Counter(recorded.values())
+        line = (f"mails in {len(self.appended)}, tickets+comments+ignored+quarantined {len(recorded)}, "
+                f"duplicates {duplicates}, lost {lost} ({', '.join(f'{n} {o}' for o, n in sorted(outcomes.items()))})")
+        return line, len(recorded) == len(self.appended) and duplicates == 0 and lost == 0
+
+    def close(self) -> None:
+        with self.app.app_context():
+            db.engine.dispose()
+        if self.kind == "postgresql":
+            with self.admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)'))
+            self.admin.dispose()
+
+
+def killed_pollers(soak: Soak, kills: int) -> None:
+    """kill -9 of the poller at a random moment, again and again, new mail arriving meanwhile."""
+    for _ in range(kills):
+        soak.append(60)
+        poller = soak.start_poll()
+        soak.wait_for_progress(poller)
+        time.sleep(random.uniform(0, 0.3))  # somewhere in the next batch
+        poller.send_signal(signal.SIGKILL)
+        poller.wait()
+        time.sleep(1.1)  # the killed poll's lock expires
+    soak.poll_until_done()
+
+
+def two_pollers(soak: Soak, mails: int) -> None:
+    """Two workers polling the same mailbox at once."""
+    soak.append(mails)
+    pollers = [soak.start_poll(), soak.start_poll()]
+    for poller in pollers:
+        poller.wait(300)
+    soak.poll_until_done()
+
+
+def outage(soak: Soak, mails: int, relay: Relay, seconds: float) -> None:
+    """A server goes away mid-poll (its relay drops everything) and comes back."""
+    soak.append(mails)
+    poller = soak.start_poll()
+    soak.wait_for_progress(poller)
+    relay.outage(seconds)
+    poller.wait(300)
+    soak.poll_until_done()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--short", action="store_true", help="fewer kills and mails, short outages (CI)")
+    args = parser.parse_args()
+    kills, mails, s3_seconds = (3, 150, 5.0) if args.short else (20, 300, 30.0)
+    workdir = Path(tempfile.mkdtemp(prefix="hd-soak-"))
+    kind = os.environ.get("HELPDESK_TEST_DATABASE", "sqlite")
+    scenarios = [
+        ("kill -9 of the poller", lambda s: killed_pollers(s, kills)),
+        ("two pollers at once", lambda s: two_pollers(s, mails)),
+        ("Dovecot gone mid-fetch", "imap"),
+        (f"S3 unreachable for {s3_seconds:.0f} s mid-poll", "s3"),
+    ]
+    if kind == "postgresql":
+        scenarios.append(("PostgreSQL gone mid-poll", "postgresql"))
+    failed = 0
+    try:
+        for number, (title, run) in enumerate(scenarios, 1):
+            soak = Soak(f"s{number}", workdir)
+            try:
+                if run == "imap":
+                    relay = Relay(int(env("HELPDESK_TEST_IMAPS_PORT")))
+                    soak.route_imap_through(relay)
+                    outage(soak, mails, relay, 3)
+                elif run == "s3":
+                    relay = Relay(int(env("HELPDESK_TEST_S3_ENDPOINT").rsplit(":", 1)[1]))
+                    soak.env_overrides["S3_ENDPOINT"] = f"127.0.0.1:{relay.port}"
+                    outage(soak, mails, relay, s3_seconds)
+                elif run == "postgresql":
+                    relay = Relay(int(soak.uri.rsplit(":", 1)[1].split("/", 1)[0]))
+                    soak.env_overrides["DATABASE_URL"] = soak.uri.replace(
+                        ":" + soak.uri.rsplit(":", 1)[1].split("/", 1)[0] + "/", f":{relay.port}/")
+                    outage(soak, mails, relay, 5)
+                else:
+                    run(soak)
+                line, ok = soak.counts()
+            except Exception as exc:  # noqa: BLE001 - a scenario that cannot finish is a failed one
+                line, ok = f"{type(exc).__name__}: {exc}", False
+            finally:
+                soak.close()
+            failed += not ok
+            print(f"{kind}, {title}: {line}{'' if ok else '  <-- FAILED'}", flush=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
