@@ -100,9 +100,13 @@ class Run:
                    create_contacts=bool(cfg.get("INBOUND_CREATE_CONTACTS", True)),
                    loop_limit=int(cfg.get("INBOUND_LOOP_LIMIT", 20)),
                    loop_window=int(cfg.get("INBOUND_LOOP_WINDOW", 600)),
-                   spool_folder=cfg.get("INBOUND_SPOOL_FOLDER")
-                   or str(Path(cfg["ATTACHMENT_FOLDER"]).parent / "inbound-spool"),
-                   settings=MailSettings.read())
+                   spool_folder=spool_folder(), settings=MailSettings.read())
+
+
+def spool_folder() -> str:
+    """Return where raw quarantined mail waits when the attachment store is down."""
+    cfg = current_app.config
+    return cfg.get("INBOUND_SPOOL_FOLDER") or str(Path(cfg["ATTACHMENT_FOLDER"]).parent / "inbound-spool")
 
 
 def ingest_mail(raw: bytes, *, channel: str = "cli", mailbox_id: int | None = None, uid: int | None = None,
@@ -121,23 +125,21 @@ def ingest_mail(raw: bytes, *, channel: str = "cli", mailbox_id: int | None = No
     return result
 
 
-def record(raw: bytes, origin: Origin, run: Run, mail: ParsedMail | None = None, *,
-           replacing: InboundMail | None = None) -> IngestResult:
+def record(raw: bytes, origin: Origin, run: Run, *, replacing: InboundMail | None = None) -> IngestResult:
     """Write what the mail becomes and its outcome row in the open transaction; the caller commits.
 
-    `mail` is `parse(raw)` when the caller parsed it already. Whatever fails is rolled back to
-    the mail's savepoint and the mail recorded as quarantined; when even that fails (the
-    database is gone), the result has no `inbound_id` and the transaction must be rolled back.
+    Whatever fails is rolled back to the mail's savepoint and the mail recorded as quarantined;
+    when even that fails (the database is gone), the result has no `inbound_id` and the
+    transaction must be rolled back.
     """
     started = time.perf_counter()
+    mail = parse(raw)  # never raises: what it cannot read becomes defects
+    key = dedupe_key(mail, raw)
     error: Exception | None = None
-    key = ""
     # A second try only for a unique-key clash that is not our dedupe key: a concurrent
     # poller created the same new contact, which the second try then finds.
     for _attempt in range(2):
         try:
-            mail = mail if mail is not None else parse(raw)
-            key = dedupe_key(mail, raw)
             with db.session.begin_nested():
                 return _write(raw, mail, key, origin, run, started, replacing)
         except IntegrityError as exc:
@@ -153,10 +155,10 @@ def record(raw: bytes, origin: Origin, run: Run, mail: ParsedMail | None = None,
     assert error is not None
     try:
         with db.session.begin_nested():
-            return _quarantine(raw, mail, key or _raw_key(raw), origin, run, started, error, replacing)
+            return _quarantine(raw, mail, key, origin, run, started, error, replacing)
     except Exception:  # noqa: BLE001 - the caller keeps the mail where it is and tries again later
         log.exception("inbound mail %s: the quarantine could not be recorded", key)
-        return IngestResult("quarantined", message_id=mail.message_id if mail else None,
+        return IngestResult("quarantined", message_id=mail.message_id,
                             reason=f"{_diagnosis(error)}; the outcome could not be recorded either, so the mail "
                                    "must be kept where it is and tried again")
 
@@ -192,7 +194,7 @@ def quarantined_raw(inbound: InboundMail) -> bytes:
     if not inbound.raw_key:
         raise StorageError(f"Inbound mail #{inbound.id} has no raw bytes kept", kind="missing")
     if inbound.raw_key.startswith(SPOOL_PREFIX):
-        return LocalStore(Run.start().spool_folder).read(inbound.raw_key.removeprefix(SPOOL_PREFIX))
+        return LocalStore(spool_folder()).read(inbound.raw_key.removeprefix(SPOOL_PREFIX))
     return attachment_store().read(inbound.raw_key)
 
 
@@ -255,10 +257,10 @@ def _write(raw: bytes, mail: ParsedMail, key: str, origin: Origin, run: Run, sta
                         message_id=mail.message_id, reason=reason, inbound_id=inbound.id)
 
 
-def _quarantine(raw: bytes, mail: ParsedMail | None, key: str, origin: Origin, run: Run, started: float,
+def _quarantine(raw: bytes, mail: ParsedMail, key: str, origin: Origin, run: Run, started: float,
                 error: Exception, replacing: InboundMail | None) -> IngestResult:
     """Record a mail that failed as quarantined, raw bytes kept."""
-    message_id = mail.message_id if mail else None
+    message_id = mail.message_id
     reason = _text(_diagnosis(error))
     log.error("inbound mail %s quarantined: %s", message_id or key, reason, exc_info=error)
     if replacing is not None:
@@ -270,8 +272,8 @@ def _quarantine(raw: bytes, mail: ParsedMail | None, key: str, origin: Origin, r
         db.session.add(inbound)
         inbound.raw_key, note = _keep_raw(raw, run)
     inbound.message_id = _clip(message_id, _HEADER_MAX)
-    inbound.sender = _clip(mail.from_address if mail else "", _ADDRESS_MAX) or ""
-    inbound.subject = _clip(mail.subject if mail else "", _HEADER_MAX) or ""
+    inbound.sender = _clip(mail.from_address, _ADDRESS_MAX) or ""
+    inbound.subject = _clip(mail.subject, _HEADER_MAX) or ""
     inbound.size = len(raw)
     inbound.outcome = "quarantined"
     inbound.reason = f"{reason}{note}"
@@ -281,9 +283,9 @@ def _quarantine(raw: bytes, mail: ParsedMail | None, key: str, origin: Origin, r
     return IngestResult("quarantined", message_id=message_id, reason=inbound.reason, inbound_id=inbound.id)
 
 
-def _duplicate(earlier: InboundMail, mail: ParsedMail | None) -> IngestResult:
+def _duplicate(earlier: InboundMail, mail: ParsedMail) -> IngestResult:
     return IngestResult("duplicate", ticket_id=earlier.ticket_id, comment_id=earlier.comment_id,
-                        message_id=mail.message_id if mail else earlier.message_id,
+                        message_id=mail.message_id or earlier.message_id,
                         reason=f"already received (inbound mail #{earlier.id}, {earlier.outcome})",
                         inbound_id=earlier.id)
 
