@@ -3,10 +3,11 @@
 Run with the test services' environment loaded (`make soak` does both databases):
     HELPDESK_TEST_DATABASE=sqlite|postgresql python tests/soak/soak.py [--short]
 
-Each scenario appends its mails to a fresh Dovecot folder, runs `flask email poll` as separate
+Each inbound scenario appends its mails to a fresh Dovecot folder, runs `flask email poll` as separate
 processes (as a worker or cron would) while something fails, polls again until nothing is left, then
-prints `mails in N, tickets+comments+ignored+quarantined N, duplicates 0, lost 0`. The run exits
-non-zero when any scenario's counts disagree. Outages are made by a TCP relay between the poller and
+prints `mails in N, tickets+comments+ignored+quarantined N, duplicates 0, lost 0`; the outbound one
+prints `queued N, sent N, failed-with-reason N, sent twice 0`. The run exits non-zero when any
+scenario's counts disagree. Outages are made by a TCP relay between the poller and
 the real server (IMAP, S3, PostgreSQL), which drops every connection and refuses new ones for a while.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -24,7 +26,9 @@ import threading
 import time
 import uuid
 from collections import Counter
+from email import policy as email_policy
 from email.message import EmailMessage
+from email.parser import BytesParser
 from email.policy import SMTP
 from email.utils import make_msgid
 from pathlib import Path
@@ -32,6 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from aiosmtpd.controller import Controller  # noqa: E402
 from cryptography.fernet import Fernet  # noqa: E402
 from flask_migrate import upgrade  # noqa: E402
 from sqlalchemy import create_engine, func, select, text  # noqa: E402
@@ -54,6 +59,13 @@ def env(name: str) -> str:
     return value
 
 
+def free_port() -> int:
+    """Return a loopback port nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 class Relay:
     """A TCP relay to a real server that can drop every connection and refuse new ones for a while."""
 
@@ -62,11 +74,7 @@ class Relay:
         self.loop = asyncio.new_event_loop()
         self.writers: set[asyncio.StreamWriter] = set()
         self.server: asyncio.base_events.Server | None = None
-        import socket
-
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = free_port()
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
         self._call(self._open())
 
@@ -233,7 +241,7 @@ class Soak:
             self.admin.dispose()
 
 
-def killed_pollers(soak: Soak, kills: int) -> None:
+def killed_pollers(soak: Soak, kills: int) -> tuple[str, bool]:
     """kill -9 of the poller at a random moment, again and again, new mail arriving meanwhile."""
     for _ in range(kills):
         soak.append(60)
@@ -244,9 +252,10 @@ def killed_pollers(soak: Soak, kills: int) -> None:
         poller.wait()
         time.sleep(1.1)  # the killed poll's lock expires
     soak.poll_until_done()
+    return soak.counts()
 
 
-def two_pollers(soak: Soak, mails: int) -> None:
+def two_pollers(soak: Soak, mails: int) -> tuple[str, bool]:
     """Two workers polling the same mailbox at once, beside the IMAP IDLE watch on it."""
     watch = subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", "email", "watch"], cwd=ROOT,
                              env=soak.process_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -263,9 +272,10 @@ def two_pollers(soak: Soak, mails: int) -> None:
         watch.send_signal(signal.SIGTERM)
         watch.wait(60)
     soak.poll_until_done()
+    return soak.counts()
 
 
-def outage(soak: Soak, mails: int, relay: Relay, seconds: float) -> None:
+def outage(soak: Soak, mails: int, relay: Relay, seconds: float) -> tuple[str, bool]:
     """A server goes away mid-poll (its relay drops everything) and comes back."""
     soak.append(mails)
     poller = soak.start_poll()
@@ -273,6 +283,109 @@ def outage(soak: Soak, mails: int, relay: Relay, seconds: float) -> None:
     relay.outage(seconds)
     poller.wait(300)
     soak.poll_until_done()
+    return soak.counts()
+
+
+def dovecot_outage(soak: Soak, mails: int) -> tuple[str, bool]:
+    relay = Relay(int(env("HELPDESK_TEST_IMAPS_PORT")))
+    soak.route_imap_through(relay)
+    return outage(soak, mails, relay, 3)
+
+
+def s3_outage(soak: Soak, mails: int, seconds: float) -> tuple[str, bool]:
+    relay = Relay(int(env("HELPDESK_TEST_S3_ENDPOINT").rsplit(":", 1)[1]))
+    soak.env_overrides["S3_ENDPOINT"] = f"127.0.0.1:{relay.port}"
+    return outage(soak, mails, relay, seconds)
+
+
+def postgresql_outage(soak: Soak, mails: int) -> tuple[str, bool]:
+    port = soak.uri.rsplit(":", 1)[1].split("/", 1)[0]
+    relay = Relay(int(port))
+    soak.env_overrides["DATABASE_URL"] = soak.uri.replace(f":{port}/", f":{relay.port}/")
+    return outage(soak, mails, relay, 5)
+
+
+class FlakySmtp:
+    """aiosmtpd handler: 421 to the first two senders, 451 to the next two messages, 550 for refuse*@ recipients,
+    and every ninth message hung up on after its data, before any answer (so not accepted)."""
+
+    def __init__(self) -> None:
+        self.accepted: Counter[str] = Counter()  # Message-ID -> times the server said 250 to it
+        self.mails = self.messages = 0
+        self.lock = threading.Lock()
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options) -> str:
+        with self.lock:
+            self.mails += 1
+            if self.mails <= 2:
+                return "421 4.3.2 Service not available, closing transmission channel"
+        envelope.mail_from = address
+        return "250 OK"
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options) -> str:
+        if address.startswith("refuse"):
+            return "550 5.1.1 No such user here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        with self.lock:
+            self.messages += 1
+            number = self.messages
+        if number in (1, 2):
+            return "451 4.3.0 Temporary failure, try again later"
+        if number % 9 == 0:
+            server.transport.close()
+            return "421 4.4.2 Connection dropped"
+        message_id = BytesParser(policy=email_policy.default).parsebytes(envelope.original_content,
+                                                                         headersonly=True)["Message-ID"]
+        with self.lock:
+            self.accepted[str(message_id)] += 1
+        return "250 2.0.0 Accepted"
+
+
+def flaky_smtp(soak: Soak, mails: int) -> tuple[str, bool]:
+    """Outbox mail through an SMTP server that says 421, 451 and 550 and hangs up after DATA; a worker retries."""
+    from helpdesk.mail.render import RenderedMail
+    from helpdesk.mail.smtp import SmtpError
+    from helpdesk.models import OutboundMessage
+    from helpdesk.services import outbox
+    from helpdesk.services.smtp_config import save_config
+
+    handler = FlakySmtp()
+    port = free_port()
+    server = Controller(handler, hostname="127.0.0.1", port=port)
+    server.start()
+    try:
+        with soak.app.app_context():
+            save_config({"host": "127.0.0.1", "port": port, "security": "none",
+                         "username": "", "password": "", "from_address": "support@helpdesk.soak",
+                         "from_name": "Soak", "verify_tls": True, "timeout": 10}, None)
+            for n in range(mails):
+                to = f"refuse{n}@customer.soak" if n % 10 == 3 else f"customer{n}@customer.soak"
+                outbox.queue_mail(kind="test", to=[to], rendered=RenderedMail(f"Soak {n}", "Hello.", "", ()))
+            db.session.commit()
+            # A worker's send job, retried at once each time the server said "try later".
+            for _ in range(100):
+                waiting = db.session.scalars(select(OutboundMessage.id).where(OutboundMessage.status == "queued")).all()
+                if not waiting:
+                    break
+                try:
+                    outbox.send(*waiting)
+                except SmtpError:
+                    pass
+                db.session.rollback()
+            rows = db.session.execute(select(OutboundMessage.status, OutboundMessage.last_error,
+                                             OutboundMessage.message_id)).all()
+    finally:
+        server.stop()
+    sent = {row.message_id for row in rows if row.status == "sent"}
+    failed = [row for row in rows if row.status == "failed" and row.last_error]
+    twice = sum(n - 1 for n in handler.accepted.values() if n > 1)
+    line = (f"queued {len(rows)}, sent {len(sent)}, failed-with-reason {len(failed)}, sent twice {twice} "
+            f"(the server accepted {len(handler.accepted)})")
+    ok = (len(sent) + len(failed) == len(rows) == mails and twice == 0 and set(handler.accepted) == sent)
+    return line, ok
 
 
 def main() -> int:
@@ -283,34 +396,20 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="hd-soak-"))
     kind = os.environ.get("HELPDESK_TEST_DATABASE", "sqlite")
     scenarios = [
-        ("kill -9 of the poller", lambda s: killed_pollers(s, kills)),
-        ("two pollers and the IDLE watch at once", lambda s: two_pollers(s, mails)),
-        ("Dovecot gone mid-fetch", "imap"),
-        (f"S3 unreachable for {s3_seconds:.0f} s mid-poll", "s3"),
+        ("kill -9 of the poller", lambda soak: killed_pollers(soak, kills)),
+        ("two pollers and the IDLE watch at once", lambda soak: two_pollers(soak, mails)),
+        ("Dovecot gone mid-fetch", lambda soak: dovecot_outage(soak, mails)),
+        (f"S3 unreachable for {s3_seconds:.0f} s mid-poll", lambda soak: s3_outage(soak, mails, s3_seconds)),
     ]
     if kind == "postgresql":
-        scenarios.append(("PostgreSQL gone mid-poll", "postgresql"))
+        scenarios.append(("PostgreSQL gone mid-poll", lambda soak: postgresql_outage(soak, mails)))
+    scenarios.append(("SMTP answering 421, 451, 550 and hanging up after DATA", lambda soak: flaky_smtp(soak, mails)))
     failed = 0
     try:
         for number, (title, run) in enumerate(scenarios, 1):
             soak = Soak(f"s{number}", workdir)
             try:
-                if run == "imap":
-                    relay = Relay(int(env("HELPDESK_TEST_IMAPS_PORT")))
-                    soak.route_imap_through(relay)
-                    outage(soak, mails, relay, 3)
-                elif run == "s3":
-                    relay = Relay(int(env("HELPDESK_TEST_S3_ENDPOINT").rsplit(":", 1)[1]))
-                    soak.env_overrides["S3_ENDPOINT"] = f"127.0.0.1:{relay.port}"
-                    outage(soak, mails, relay, s3_seconds)
-                elif run == "postgresql":
-                    relay = Relay(int(soak.uri.rsplit(":", 1)[1].split("/", 1)[0]))
-                    soak.env_overrides["DATABASE_URL"] = soak.uri.replace(
-                        ":" + soak.uri.rsplit(":", 1)[1].split("/", 1)[0] + "/", f":{relay.port}/")
-                    outage(soak, mails, relay, 5)
-                else:
-                    run(soak)
-                line, ok = soak.counts()
+                line, ok = run(soak)
             except Exception as exc:  # noqa: BLE001 - a scenario that cannot finish is a failed one
                 line, ok = f"{type(exc).__name__}: {exc}", False
             finally:

@@ -1,4 +1,5 @@
-"""The short `make soak` in every test run: pollers killed and servers gone mid-poll lose and duplicate no mail."""
+"""The short `make soak` in every test run: pollers killed, servers gone mid-poll and a failing SMTP server
+lose and duplicate no mail."""
 from __future__ import annotations
 
 import os
@@ -13,7 +14,9 @@ def test_the_short_soak_counts_every_mail_once_through_kills_and_outages(service
     # database_uri: this pass's database kind; the soak makes fresh databases of that kind itself.
     done = subprocess.run([sys.executable, str(SOAK), "--short"], env={**os.environ, **services},
                           capture_output=True, text=True, timeout=900, check=False)
-    lines = [line for line in done.stdout.splitlines() if "mails in" in line]
-    print("\n" + "\n".join(lines))
+    inbound = [line for line in done.stdout.splitlines() if "mails in" in line]
+    outbound = [line for line in done.stdout.splitlines() if "queued" in line]
+    print("\n" + "\n".join(inbound + outbound))
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
-    assert len(lines) >= 4 and all("duplicates 0, lost 0" in line for line in lines), lines
+    assert len(inbound) >= 4 and all("duplicates 0, lost 0" in line for line in inbound), inbound
+    assert len(outbound) == 1 and "sent twice 0" in outbound[0], outbound
