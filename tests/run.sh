@@ -10,7 +10,8 @@ bash "$HERE/services/start.sh" "$STATE" "$PY" || exit 1
 set -a; . "$STATE/env"; set +a
 cd "$ROOT"
 if [ "$MODE" = "--bench" ]; then
-  "$PY" bench/outbound.py && "$PY" bench/inbound.py --reference --rounds 5 && "$PY" bench/senders.py &&
+  "$PY" bench/outbound.py && "$PY" bench/memory.py && "$PY" bench/inbound.py --reference --rounds 5 &&
+    "$PY" bench/senders.py &&
     "$PY" bench/scale.py && HELPDESK_TEST_DATABASE=postgresql "$PY" bench/scale.py
   exit $?
 fi
