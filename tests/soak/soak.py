@@ -118,6 +118,19 @@ class Relay:
         self._call(self._open())
 
 
+def customer_message(n: int, tag: str) -> EmailMessage:
+    """Return customer mail number `n`; every third carries a PDF."""
+    msg = EmailMessage()
+    msg["From"] = f"Customer {n} <customer{n}.{tag}@client{n % 13}.example>"
+    msg["To"] = USER
+    msg["Subject"] = f"Order {n}: the delivery arrived damaged"
+    msg["Message-ID"] = make_msgid(f"soak{n}", domain="client.example")
+    msg.set_content(f"Hello,\n\norder {n} arrived broken. Could you send a replacement?\n")
+    if n % 3 == 0:
+        msg.add_attachment(os.urandom(8_000), maintype="application", subtype="pdf", filename=f"damage-{n}.pdf")
+    return msg
+
+
 class Soak:
     """One scenario's world: a database, a store, a Dovecot folder and a mailbox row pointing at it."""
 
@@ -179,16 +192,7 @@ class Soak:
         """APPEND `count` new customer mails; every third carries a PDF."""
         with ImapSession(self.imap()) as session:
             for _ in range(count):
-                n = len(self.appended)
-                msg = EmailMessage()
-                msg["From"] = f"Customer {n} <customer{n}.{self.name}@client{n % 13}.example>"
-                msg["To"] = USER
-                msg["Subject"] = f"Order {n}: the delivery arrived damaged"
-                msg["Message-ID"] = make_msgid(f"soak{n}", domain="client.example")
-                msg.set_content(f"Hello,\n\norder {n} arrived broken. Could you send a replacement?\n")
-                if n % 3 == 0:
-                    msg.add_attachment(os.urandom(8_000), maintype="application", subtype="pdf",
-                                       filename=f"damage-{n}.pdf")
+                msg = customer_message(len(self.appended), self.name)
                 session.append(self.folder, msg.as_bytes(policy=SMTP))
                 self.appended.append(msg["Message-ID"])
 
@@ -390,6 +394,76 @@ def flaky_smtp(soak: Soak, mails: int) -> tuple[str, bool]:
     return line, ok
 
 
+class RecordingSmtp:
+    """aiosmtpd handler that accepts everything and counts each Message-ID it accepted."""
+
+    def __init__(self) -> None:
+        self.accepted: Counter[str] = Counter()
+        self.lock = threading.Lock()
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        message_id = BytesParser(policy=email_policy.default).parsebytes(envelope.original_content,
+                                                                         headersonly=True)["Message-ID"]
+        with self.lock:
+            self.accepted[str(message_id)] += 1
+        return "250 2.0.0 Accepted"
+
+
+def redis_restart(soak: Soak, mails: int) -> tuple[str, bool]:
+    """Confirmation mails queued as RQ jobs, then Redis restarted (it keeps nothing on disk): the sweep sends them."""
+    from helpdesk.models import OutboundMessage
+    from helpdesk.services import outbox
+    from helpdesk.services.smtp_config import save_config
+
+    redis_port, smtp_port = free_port(), free_port()
+
+    def start_redis() -> subprocess.Popen:
+        redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                                  "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", redis_port)) == 0:
+                    return redis
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    handler = RecordingSmtp()
+    smtp = Controller(handler, hostname="127.0.0.1", port=smtp_port)
+    smtp.start()
+    redis = start_redis()
+    try:
+        with soak.app.app_context():
+            save_config({"host": "127.0.0.1", "port": smtp_port, "security": "none", "username": "", "password": "",
+                         "from_address": "support@helpdesk.soak", "from_name": "Soak", "verify_tls": True,
+                         "timeout": 10}, None)
+            db.session.commit()
+        files = []
+        for n in range(mails):
+            path = soak.workdir / f"mail{n}.eml"
+            path.write_bytes(customer_message(n, soak.name).as_bytes(policy=SMTP))
+            files.append(str(path))
+        soak.env_overrides["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+        piped = soak.flask("email", "ingest", *files)  # an MTA's pipe: the confirmations' jobs go to Redis
+        if piped.returncode != 0:
+            raise RuntimeError(f"email ingest failed: {piped.stderr[-500:]}")
+        redis.send_signal(signal.SIGKILL)  # no worker took the jobs; what Redis held is gone
+        redis.wait()
+        redis = start_redis()
+        time.sleep(outbox.SWEEP_AFTER.total_seconds() + 1)
+        with soak.app.app_context():
+            outbox.sweep()  # what `rq cron` runs every minute
+            rows = db.session.execute(select(OutboundMessage.status, OutboundMessage.message_id)).all()
+    finally:
+        redis.send_signal(signal.SIGKILL)
+        redis.wait()
+        smtp.stop()
+    sent = {row.message_id for row in rows if row.status == "sent"}
+    twice = sum(n - 1 for n in handler.accepted.values() if n > 1)
+    line = f"queued {len(rows)}, sent {len(sent)}, failed-with-reason 0, sent twice {twice}"
+    return line, len(rows) == mails and sent == set(handler.accepted) and len(sent) == mails and twice == 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--short", action="store_true", help="fewer kills and mails, short outages (CI)")
@@ -406,6 +480,8 @@ def main() -> int:
     if kind == "postgresql":
         scenarios.append(("PostgreSQL gone mid-poll", lambda soak: postgresql_outage(soak, mails)))
     scenarios.append(("SMTP answering 421, 451, 550 and hanging up after DATA", lambda soak: flaky_smtp(soak, mails)))
+    if not args.short:  # it waits out the sweep's minute
+        scenarios.append(("Redis restarted with send jobs queued", lambda soak: redis_restart(soak, 50)))
     failed = 0
     try:
         for number, (title, run) in enumerate(scenarios, 1):
