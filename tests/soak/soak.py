@@ -409,6 +409,41 @@ class RecordingSmtp:
         return "250 2.0.0 Accepted"
 
 
+def piped_and_gone(soak: Soak, mails: int) -> tuple[str, bool]:
+    """Mails piped in by an MTA, each by a `flask email ingest` that exits at once: no Redis, jobs in the process."""
+    from helpdesk.models import OutboundMessage
+    from helpdesk.services.smtp_config import save_config
+
+    smtp_port = free_port()
+    handler = RecordingSmtp()
+    smtp = Controller(handler, hostname="127.0.0.1", port=smtp_port)
+    smtp.start()
+    try:
+        with soak.app.app_context():
+            save_config({"host": "127.0.0.1", "port": smtp_port, "security": "none", "username": "", "password": "",
+                         "from_address": "support@helpdesk.soak", "from_name": "Soak", "verify_tls": True,
+                         "timeout": 10}, None)
+            db.session.commit()
+        soak.env_overrides["JOBS_WAIT_SECONDS"] = "30"
+        for n in range(mails):
+            done = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "email", "ingest"], cwd=ROOT,
+                                  env=soak.process_env(), input=customer_message(n, soak.name).as_bytes(policy=SMTP),
+                                  capture_output=True, timeout=120, check=False)
+            if done.returncode != 0:
+                raise RuntimeError(f"email ingest failed: {done.stderr[-500:]!r}")
+        accepted_when_done = sum(handler.accepted.values())  # before any sweep could have run
+        with soak.app.app_context():
+            rows = db.session.execute(select(OutboundMessage.status, OutboundMessage.message_id)).all()
+    finally:
+        smtp.stop()
+    sent = {row.message_id for row in rows if row.status == "sent"}
+    twice = sum(n - 1 for n in handler.accepted.values() if n > 1)
+    line = (f"queued {len(rows)}, sent {len(sent)}, failed-with-reason 0, sent twice {twice} "
+            f"(at the SMTP server when the last command returned: {accepted_when_done})")
+    ok = len(rows) == mails and len(sent) == mails and accepted_when_done == mails and twice == 0
+    return line, ok
+
+
 def redis_restart(soak: Soak, mails: int) -> tuple[str, bool]:
     """Confirmation mails queued as RQ jobs, then Redis restarted (it keeps nothing on disk): the sweep sends them."""
     from helpdesk.models import OutboundMessage
@@ -480,6 +515,8 @@ def main() -> int:
     if kind == "postgresql":
         scenarios.append(("PostgreSQL gone mid-poll", lambda soak: postgresql_outage(soak, mails)))
     scenarios.append(("SMTP answering 421, 451, 550 and hanging up after DATA", lambda soak: flaky_smtp(soak, mails)))
+    scenarios.append(("each mail piped by an email ingest that exits at once",
+                      lambda soak: piped_and_gone(soak, 10 if args.short else 50)))
     if not args.short:  # it waits out the sweep's minute
         scenarios.append(("Redis restarted with send jobs queued", lambda soak: redis_restart(soak, 50)))
     failed = 0
