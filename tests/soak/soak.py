@@ -118,6 +118,20 @@ class Relay:
         self._call(self._open())
 
 
+def remove_bucket(bucket: str) -> None:
+    """Delete a scenario's S3 bucket and its files, so the test server does not fill up."""
+    from minio import Minio
+    from minio.deleteobjects import DeleteObject
+
+    s3 = Minio(env("HELPDESK_TEST_S3_ENDPOINT"), access_key=env("HELPDESK_TEST_S3_ACCESS_KEY"),
+               secret_key=env("HELPDESK_TEST_S3_SECRET_KEY"), secure=False)
+    if not s3.bucket_exists(bucket):
+        return
+    for error in s3.remove_objects(bucket, [DeleteObject(o.object_name) for o in s3.list_objects(bucket, recursive=True)]):
+        print(f"could not remove {error.name} from {bucket}: {error.message}", file=sys.stderr)
+    s3.remove_bucket(bucket)
+
+
 def customer_message(n: int, tag: str) -> EmailMessage:
     """Return customer mail number `n`; every third carries a PDF."""
     msg = EmailMessage()
@@ -241,6 +255,7 @@ class Soak:
     def close(self) -> None:
         with self.app.app_context():
             db.engine.dispose()
+        remove_bucket(self.bucket)
         if self.kind == "postgresql":
             with self.admin.connect() as conn:
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)'))
