@@ -5,10 +5,11 @@ Run with the test services' environment loaded (`make soak` does both databases)
 
 Each inbound scenario appends its mails to a fresh Dovecot folder, runs `flask email poll` as separate
 processes (as a worker or cron would) while something fails, polls again until nothing is left, then
-prints `mails in N, tickets+comments+ignored+quarantined N, duplicates 0, lost 0`; the outbound one
-prints `queued N, sent N, failed-with-reason N, sent twice 0`. The run exits non-zero when any
-scenario's counts disagree. Outages are made by a TCP relay between the poller and
-the real server (IMAP, S3, PostgreSQL), which drops every connection and refuses new ones for a while.
+prints `mails in N, tickets+comments+ignored+quarantined N, duplicates 0, lost 0`; the outbound ones
+(a failing SMTP server, commands that exit at once, a Redis restart) print `queued N, sent N,
+failed-with-reason N, sent twice 0`. The run exits non-zero when any scenario's counts disagree.
+Outages are made by a TCP relay between the poller and the real server (IMAP, S3, PostgreSQL), which
+drops every connection and refuses new ones for a while; Redis is a server of the soak's own, restarted.
 """
 from __future__ import annotations
 
