@@ -1,4 +1,4 @@
-"""The issue's reference helpdesk on this machine: django-helpdesk's IMAP ingestion of the same mails.
+"""The reference helpdesk on this machine: django-helpdesk's IMAP ingestion of the same mails.
 
 Issue 4 asks for 10x "a well-known Python helpdesk" (55 mails/s on its reference machine). These
 2-core machines run everything slower than that one, so the bench measures that helpdesk here,
